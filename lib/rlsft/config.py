@@ -1,0 +1,190 @@
+"""Profiles: YAML files in ``profiles/`` that say which models, data, sampling and analysis
+settings a run uses. A profile may ``extends:`` another and override keys (dicts merge, everything
+else is replaced). Validation is strict: an unknown key, an unknown profile, an unknown variant or
+a stage parameter that the stage's notebook does not declare is an error that names the problem
+and the fix.
+
+Layout of a profile::
+
+    description: "..."
+    extends: organism          # optional
+    seed: 0
+    device: cpu                # cpu | cuda | auto
+    benchmark_folder: null     # offline JSONL copies of the paper's benchmarks (or null: the hub)
+    families:
+      <family>:
+        label: "..."
+        prompt: {style: raw | chat, system: "...", user: "{question}..."}
+        variants:
+          Base:   {recipe: pretrain}                  # trained by the train stage, or
+          RL:     {model: org/id, revision: abc123}   # a hub id or a local path
+    stages:
+      <stage>: {<parameter>: <value>, ...}            # injected into that stage's notebook
+
+>>> p = load_profile("ci")
+>>> p["name"], sorted(p["families"])[:1]
+('ci', ['organism'])
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import VARIANTS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROFILE_DIR = REPO_ROOT / "profiles"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+TOP_KEYS = {"description", "extends", "seed", "device", "benchmark_folder", "families", "stages"}
+FAMILY_KEYS = {"label", "prompt", "variants", "size"}
+PROMPT_KEYS = {"style", "system", "user"}
+VARIANT_KEYS = {"recipe", "from", "model", "revision", "tensor_parallel_size", "max_model_len", "dtype"}
+RECIPES = {"pretrain", "sft", "grpo"}
+
+
+class ConfigError(ValueError):
+    """A profile or parameter problem; the message names the problem and the fix."""
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def _read(name: str) -> dict:
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown profile {name!r}: no file {path.relative_to(REPO_ROOT)}; "
+                          f"available profiles: {', '.join(available_profiles())}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile {name!r}: the file must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Merge ``over`` onto ``base``: dicts merge key by key, anything else is replaced.
+
+    >>> deep_merge({"a": {"x": 1, "y": 2}, "b": [1]}, {"a": {"y": 3}, "b": [2]})
+    {'a': {'x': 1, 'y': 3}, 'b': [2]}
+    """
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_profile(name: str, validate: bool = True) -> dict:
+    """Load a profile by name, resolving ``extends`` chains, and validate it."""
+    chain, data = [name], _read(name)
+    while "extends" in data:
+        parent = data.pop("extends")
+        if parent in chain:
+            raise ConfigError(f"profile {name!r}: 'extends' loops through {' -> '.join(chain + [parent])}")
+        chain.append(parent)
+        pdata = _read(parent)
+        child = data
+        data = deep_merge({k: v for k, v in pdata.items()}, child)
+        if "extends" in pdata and "extends" not in child:
+            data["extends"] = pdata["extends"]
+        elif "extends" not in pdata:
+            data.pop("extends", None)
+    data["name"] = name
+    data["chain"] = chain
+    data.setdefault("seed", 0)
+    data.setdefault("device", "cpu")
+    data.setdefault("benchmark_folder", None)
+    data.setdefault("stages", {})
+    if validate:
+        validate_profile(data)
+    return data
+
+
+def _unknown(where: str, keys, allowed) -> None:
+    bad = sorted(set(keys) - set(allowed))
+    if bad:
+        raise ConfigError(f"{where}: unknown key(s) {bad}; allowed keys: {sorted(allowed)}")
+
+
+def validate_profile(p: dict) -> None:
+    """Raise ``ConfigError`` on anything a run would trip over later."""
+    name = p.get("name", "?")
+    _unknown(f"profile {name!r}", [k for k in p if k not in ("name", "chain")], TOP_KEYS)
+    if p.get("device") not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"profile {name!r}: device must be cpu, cuda or auto, got {p.get('device')!r}")
+    fams = p.get("families") or {}
+    if not fams:
+        raise ConfigError(f"profile {name!r}: 'families' is empty; name at least one model family")
+    for fam, spec in fams.items():
+        where = f"profile {name!r}, family {fam!r}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: must be a mapping with 'variants'")
+        _unknown(where, spec, FAMILY_KEYS)
+        _unknown(f"{where}, prompt", spec.get("prompt") or {}, PROMPT_KEYS)
+        style = (spec.get("prompt") or {}).get("style", "raw")
+        if style not in ("raw", "chat"):
+            raise ConfigError(f"{where}: prompt.style must be 'raw' or 'chat', got {style!r}")
+        variants = spec.get("variants") or {}
+        bad = sorted(set(variants) - set(VARIANTS))
+        if bad:
+            raise ConfigError(f"{where}: unknown variant(s) {bad}; the variants are {list(VARIANTS)}")
+        missing = [v for v in VARIANTS if v not in variants]
+        if missing:
+            raise ConfigError(f"{where}: missing variant(s) {missing}; every family needs {list(VARIANTS)}")
+        for v, vs in variants.items():
+            vwhere = f"{where}, variant {v!r}"
+            if not isinstance(vs, dict):
+                raise ConfigError(f"{vwhere}: must be a mapping like {{recipe: pretrain}} or {{model: org/id}}")
+            _unknown(vwhere, vs, VARIANT_KEYS)
+            if ("recipe" in vs) == ("model" in vs):
+                raise ConfigError(f"{vwhere}: give exactly one of 'recipe' (train it) or 'model' (hub id or path)")
+            if "recipe" in vs:
+                if vs["recipe"] not in RECIPES:
+                    raise ConfigError(f"{vwhere}: unknown recipe {vs['recipe']!r}; known: {sorted(RECIPES)}")
+                if vs["recipe"] != "pretrain" and vs.get("from") not in VARIANTS:
+                    raise ConfigError(f"{vwhere}: recipe {vs['recipe']!r} needs 'from' naming a variant")
+    stages = p.get("stages") or {}
+    from .notebooks import declared_parameters, stage_names
+
+    known = stage_names()
+    for stage, params in stages.items():
+        if stage not in known:
+            raise ConfigError(f"profile {name!r}: unknown stage {stage!r} under 'stages'; "
+                              f"stages are {known}")
+        declared = declared_parameters(stage)
+        bad = sorted(set(params or {}) - set(declared))
+        if bad:
+            raise ConfigError(f"profile {name!r}: stages.{stage} sets {bad}, which the notebook of stage "
+                              f"{stage!r} does not declare; declared parameters: {sorted(declared)}")
+
+
+def stage_params(profile: dict, stage: str) -> dict:
+    """The parameters the profile injects into a stage's notebook."""
+    return dict((profile.get("stages") or {}).get(stage) or {})
+
+
+def variant_specs(profile: dict):
+    """Yield ``(family, variant, spec)`` in profile order and the canonical variant order."""
+    for fam, spec in profile["families"].items():
+        for v in VARIANTS:
+            yield fam, v, spec["variants"][v]
+
+
+def get(d: dict, dotted: str, default: Any = None) -> Any:
+    """``get(p, "stages.sample.M")``: a nested lookup with a default.
+
+    >>> get({"a": {"b": 1}}, "a.b"), get({}, "a.b", 2)
+    (1, 2)
+    """
+    cur = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return default
+        cur = cur[part]
+    return cur

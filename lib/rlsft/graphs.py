@@ -1,0 +1,547 @@
+"""Step level, part 2 (PAPER.md §6.2-6.4): reasoning graphs, node metrics, decay rates (Fig. 6, 26).
+
+- :func:`paths_from_steps`: each response becomes a path of node ids, consecutive repeats merged;
+- :func:`build_graph`: one directed graph per (family, variant, benchmark, problem), the union of
+  its responses' paths (correct and incorrect mixed); node attr ``visits``, edge attrs ``count`` and
+  ``distance`` (Euclidean distance between the K-means centroids); :func:`sparsify_topk` is the
+  top-k smallest-distance check of Fig. 33;
+- node metrics (§6.3): :func:`visitation`, :func:`degree`, :func:`betweenness` (exactly
+  ``networkx.betweenness_centrality(G, normalized=True)``, computed with rustworkx);
+- :func:`decay_rate` (§6.4): OLS of ``log10 X(R) = alpha - beta R`` over ranks of the positive values;
+- :func:`decay_table`, :func:`decay_ratios`: one beta per (model, problem, metric) and the ratios the
+  paper reports (RL/Base ~ 2.5, SFT/Base ~ 1/3), with paired bootstrap CIs;
+- :func:`seed_spread`: the ratios over several clustering seeds (a fixed model's beta moves when the
+  pooled clustering changes, so the spread must be reported).
+
+>>> G = build_graph([[0, 1, 1, 2], [0, 2]])
+>>> sorted(G.edges(data="count")), visitation(G)
+([(0, 1, 1), (0, 2, 1), (1, 2, 1)], {0: 2, 1: 1, 2: 2})
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from typing import Iterable, Mapping, Sequence
+
+import networkx as nx
+import numpy as np
+
+from . import COMPARISONS, VARIANTS
+
+log = logging.getLogger(__name__)
+
+PATH_KEYS = ("family", "variant", "benchmark", "problem", "sample")
+GRAPH_KEYS = ("family", "variant", "benchmark", "problem")
+METRICS = ("frequency", "degree", "betweenness")
+PAPER_RATIO = {("RL", "Base"): 2.5, ("SFT", "Base"): 1 / 3, ("SFT+RL", "SFT"): math.nan}
+"""The paper's ratios (abstract): RL steepens beta ~2.5x, SFT flattens it to ~1/3; SFT->SFT+RL: up."""
+EXPECTED_DIRECTION = {("RL", "Base"): "up", ("SFT", "Base"): "down", ("SFT+RL", "SFT"): "up"}
+
+# --------------------------------------------------------------------------------------------------
+# Paths and graphs
+# --------------------------------------------------------------------------------------------------
+
+
+def merge_repeats(path: Sequence[int]) -> list[int]:
+    """Drop consecutive repeats (PAPER.md §6.2: no self-loops).
+
+    >>> merge_repeats([3, 3, 1, 1, 3])
+    [3, 1, 3]
+    """
+    out: list[int] = []
+    for node in path:
+        if not out or out[-1] != node:
+            out.append(node)
+    return out
+
+
+def paths_from_steps(steps_df) -> dict[tuple, list[int]]:
+    """Node path of every response, keyed by (family, variant, benchmark, problem, sample).
+
+    Steps are ordered by ``step_idx``; consecutive identical nodes are merged.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"family": "f", "variant": "RL", "benchmark": "b", "problem": "p",
+    ...                    "sample": [0, 0, 0, 1], "step_idx": [2, 0, 1, 0], "node": [5, 4, 4, 7]})
+    >>> paths_from_steps(df)
+    {('f', 'RL', 'b', 'p', 0): [4, 5], ('f', 'RL', 'b', 'p', 1): [7]}
+    """
+    need = list(PATH_KEYS) + ["step_idx", "node"]
+    missing = [c for c in need if c not in steps_df.columns]
+    if missing:
+        raise ValueError(f"steps_df lacks columns {missing}; build it with rlsft.steps.step_table")
+    if steps_df.empty:
+        return {}
+    if (steps_df["node"] < 0).any():
+        raise ValueError("steps_df has negative node ids; every step needs a K-means node")
+    df = steps_df[need].sort_values(list(PATH_KEYS) + ["step_idx"], kind="mergesort")
+    gid = df.groupby(list(PATH_KEYS), sort=False, observed=True, dropna=False).ngroup().to_numpy()
+    node = df["node"].to_numpy(dtype=np.int64)
+    keep = np.ones(len(df), dtype=bool)
+    keep[1:] = (gid[1:] != gid[:-1]) | (node[1:] != node[:-1])
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    key_rows = df.iloc[starts][list(PATH_KEYS)].itertuples(index=False, name=None)
+    kept_gid, kept_node = gid[keep], node[keep]
+    bounds = np.flatnonzero(np.r_[True, kept_gid[1:] != kept_gid[:-1], True])
+    return {tuple(k): kept_node[bounds[i]:bounds[i + 1]].tolist() for i, k in enumerate(key_rows)}
+
+
+def build_graph(paths: Iterable[Sequence[int]] | Mapping, centroids: np.ndarray | None = None) -> nx.DiGraph:
+    """The union of ``paths`` as a simple DiGraph (PAPER.md §6.2).
+
+    Node attr ``visits``: path positions per node after merging repeats. Edge attrs ``count``:
+    transitions u->v over all paths; ``distance``: ``||c_u - c_v||_2`` when ``centroids`` (row i =
+    node i) is given. No self-loops. Nodes and edges are added in sorted order (deterministic).
+
+    >>> import numpy as np
+    >>> G = build_graph({"a": [0, 0, 1], "b": [1, 0]}, centroids=np.array([[0., 0.], [3., 4.]]))
+    >>> sorted(G.edges(data=True))
+    [(0, 1, {'count': 1, 'distance': 5.0}), (1, 0, {'count': 1, 'distance': 5.0})]
+    """
+    if isinstance(paths, Mapping):
+        paths = paths.values()
+    visits: dict[int, int] = {}
+    counts: dict[tuple[int, int], int] = {}
+    for path in paths:
+        p = merge_repeats([int(x) for x in path])
+        for u in p:
+            visits[u] = visits.get(u, 0) + 1
+        for u, v in zip(p[:-1], p[1:]):
+            counts[(u, v)] = counts.get((u, v), 0) + 1
+    C = None
+    if centroids is not None:
+        C = np.asarray(centroids, dtype=np.float64)
+        if visits and (C.ndim != 2 or max(visits) >= C.shape[0] or min(visits) < 0):
+            raise ValueError(f"node ids 0..{max(visits)} do not index centroids of shape {C.shape}; "
+                             "pass the centroids of the same clustering group")
+    G = nx.DiGraph()
+    for u in sorted(visits):
+        G.add_node(u, visits=visits[u])
+    for (u, v) in sorted(counts):
+        attrs = {"count": counts[(u, v)]}
+        if C is not None:
+            attrs["distance"] = float(np.linalg.norm(C[u] - C[v]))
+        G.add_edge(u, v, **attrs)
+    return G
+
+
+def sparsify_topk(G: nx.DiGraph, k: int) -> nx.DiGraph:
+    """Keep, per node, only its ``k`` **out-edges** with the smallest ``distance`` (Fig. 33).
+
+    Out-edges (not incident edges) so each node's choice is independent and the result is
+    well defined; ties are broken by target id. All nodes (and their ``visits``) are kept.
+
+    >>> G = nx.DiGraph(); G.add_edges_from([(0, 1, {"distance": 3.}), (0, 2, {"distance": 1.}),
+    ...                                     (0, 3, {"distance": 2.})])
+    >>> sorted(sparsify_topk(G, 2).edges())
+    [(0, 2), (0, 3)]
+    """
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    H = nx.DiGraph()
+    H.add_nodes_from(G.nodes(data=True))
+    for u in G.nodes():
+        out = list(G.out_edges(u, data=True))
+        if any("distance" not in d for _, _, d in out):
+            raise ValueError("sparsify_topk needs edge attr 'distance'; build the graph with centroids")
+        out.sort(key=lambda e: (e[2]["distance"], e[1]))
+        H.add_edges_from(out[: int(k)])
+    return H
+
+
+# --------------------------------------------------------------------------------------------------
+# Node metrics (PAPER.md §6.3)
+# --------------------------------------------------------------------------------------------------
+
+
+def visitation(G: nx.DiGraph) -> dict:
+    """Visitation frequency: path positions per node (node attr ``visits``).
+
+    >>> visitation(build_graph([[0, 1], [1, 2, 1]]))
+    {0: 1, 1: 3, 2: 1}
+    """
+    return {n: int(d.get("visits", 0)) for n, d in G.nodes(data=True)}
+
+
+def degree(G: nx.DiGraph) -> dict:
+    """In-degree + out-degree on the simple DiGraph.
+
+    >>> degree(build_graph([[0, 1, 2], [2, 1]]))
+    {0: 1, 1: 3, 2: 2}
+    """
+    return {n: int(d) for n, d in G.degree()}
+
+
+def _rx_betweenness(G: nx.DiGraph) -> dict:
+    import rustworkx as rx
+
+    nodes = list(G.nodes())
+    index = {n: i for i, n in enumerate(nodes)}
+    R = rx.PyDiGraph(multigraph=False)
+    R.add_nodes_from(nodes)
+    R.add_edges_from_no_data([(index[u], index[v]) for u, v in G.edges()])
+    raw = rx.digraph_betweenness_centrality(R, normalized=False, endpoints=False)
+    # networkx's normalisation for directed graphs: 1 / ((n-1)(n-2)), none for n <= 2. Applied here
+    # to the raw Brandes sums so the result cannot depend on rustworkx's own convention.
+    n = len(nodes)
+    scale = 1.0 / ((n - 1) * (n - 2)) if n > 2 else 1.0
+    return {nodes[i]: float(raw[i]) * scale for i in range(n)}
+
+
+def betweenness(G: nx.DiGraph, weight: str | None = None, backend: str = "auto") -> dict:
+    """Normalised betweenness, equal to ``networkx.betweenness_centrality(G, normalized=True)``.
+
+    ``BC(v) = 1/((n-1)(n-2)) * sum_{s != v != t} sigma_st(v) / sigma_st`` on the DiGraph.
+    ``backend="auto"`` uses rustworkx (unweighted; multithreaded) and networkx for
+    ``weight="distance"`` (rustworkx 0.18 has no weighted node betweenness) or when rustworkx is
+    missing; ``"networkx"`` forces the reference.
+
+    >>> G = nx.DiGraph([(0, 1), (1, 2)])
+    >>> betweenness(G) == nx.betweenness_centrality(G, normalized=True)
+    True
+    """
+    if backend not in ("auto", "rustworkx", "networkx"):
+        raise ValueError(f"backend must be 'auto', 'rustworkx' or 'networkx', got {backend!r}")
+    if weight is not None and any(weight not in d for _, _, d in G.edges(data=True)):
+        raise ValueError(f"weight={weight!r} but some edges lack that attribute; build the graph with centroids")
+    if not G.is_directed():
+        raise ValueError("betweenness expects a DiGraph (the reasoning graph is directed)")
+    if backend == "networkx" or weight is not None:
+        if backend == "rustworkx":
+            raise ValueError("the rustworkx backend is unweighted; use weight=None or backend='networkx'")
+        return nx.betweenness_centrality(G, normalized=True, weight=weight)
+    try:
+        return _rx_betweenness(G)
+    except ImportError:
+        if backend == "rustworkx":
+            raise
+        log.warning("rustworkx not importable; falling back to networkx betweenness")
+        return nx.betweenness_centrality(G, normalized=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Decay rate (PAPER.md §6.4)
+# --------------------------------------------------------------------------------------------------
+
+
+def decay_rate(values, return_fit: bool = False):
+    """beta of the OLS fit ``log10 X(R) = alpha - beta * R`` over ranks R = 1..n of the positive X.
+
+    ``values``: a sequence or a dict node -> X. Zeros (and negatives) are dropped, the rest sorted
+    descending and ranked 1..n (raw ranks). Fewer than 3 positive values: NaN (reason logged).
+    ``return_fit=True`` gives ``{"beta", "alpha", "r2", "n"}`` (``r2`` NaN when all X are equal).
+
+    >>> round(decay_rate([10 ** (2 - 0.5 * r) for r in range(1, 6)] + [0, 0]), 12)
+    0.5
+    >>> decay_rate([3, 0, 1])
+    nan
+    """
+    x = np.asarray(list(values.values()) if isinstance(values, Mapping) else list(values), dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"values must be one-dimensional, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("values contain NaN/inf; node metrics must be finite")
+    x = np.sort(x[x > 0])[::-1]
+    n = int(x.size)
+    if n < 3:
+        log.info("decay_rate: only %d positive values (< 3), beta is NaN", n)
+        fit = {"beta": math.nan, "alpha": math.nan, "r2": math.nan, "n": n}
+        return fit if return_fit else math.nan
+    r = np.arange(1, n + 1, dtype=np.float64)
+    y = np.log10(x)
+    rc, yc = r - r.mean(), y - y.mean()
+    slope = float((rc @ yc) / (rc @ rc))
+    alpha = float(y.mean() - slope * r.mean())
+    ss_tot = float(yc @ yc)
+    ss_res = float(((y - (alpha + slope * r)) ** 2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
+    fit = {"beta": -slope, "alpha": alpha, "r2": r2, "n": n}
+    return fit if return_fit else -slope
+
+
+def node_metrics(G: nx.DiGraph, weight: str | None = None) -> dict[str, dict]:
+    """The three node metrics of §6.3 keyed by metric name (``frequency``, ``degree``, ``betweenness``)."""
+    return {"frequency": visitation(G), "degree": degree(G), "betweenness": betweenness(G, weight=weight)}
+
+
+def graphs_from_steps(steps_df, centroids: Mapping | None = None, sparsify_k: int | None = None) -> dict:
+    """One graph per (family, variant, benchmark, problem), keyed by that tuple."""
+    from .steps import centroids_for
+
+    by_graph: dict[tuple, list] = {}
+    for key, path in paths_from_steps(steps_df).items():
+        by_graph.setdefault(key[:4], []).append(path)
+    out = {}
+    for key, paths in by_graph.items():
+        C = None if centroids is None else centroids_for(centroids, key[0], key[2], key[3])
+        if centroids is not None and C is None:
+            raise ValueError(f"no centroids for graph {key}; pass the centroids returned with this steps_df")
+        G = build_graph(paths, centroids=C)
+        out[key] = sparsify_topk(G, sparsify_k) if sparsify_k else G
+    return out
+
+
+def decay_table(steps_df, centroids: Mapping | None, sparsify_k: int | None = None, weight: str | None = None,
+                progress: bool = True):
+    """beta per (family, variant, benchmark, problem, metric) (PAPER.md §6.4, Fig. 6).
+
+    Columns: family, variant, benchmark, problem, metric, beta, alpha, r2, n_nodes (nodes with X > 0
+    in the fit), n_graph_nodes, n_edges (after sparsification). ``sparsify_k`` keeps each node's k
+    smallest-distance out-edges (needs centroids); ``weight="distance"`` gives distance-weighted
+    betweenness. Only nodes a model visits are in its graph.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if sparsify_k is not None and centroids is None:
+        raise ValueError("sparsify_k needs centroids (edge distances); pass the centroids from step_table")
+    if weight is not None and centroids is None:
+        raise ValueError(f"weight={weight!r} needs centroids (edge distances); pass the centroids from step_table")
+    graphs = graphs_from_steps(steps_df, centroids, sparsify_k)
+    rows = []
+    for key in tqdm(sorted(graphs, key=str), desc="decay", unit="graph", disable=not progress):
+        G = graphs[key]
+        for metric, vals in node_metrics(G, weight=weight).items():
+            fit = decay_rate(vals, return_fit=True)
+            rows.append(dict(zip(GRAPH_KEYS, key), metric=metric, beta=fit["beta"], alpha=fit["alpha"],
+                             r2=fit["r2"], n_nodes=fit["n"], n_graph_nodes=G.number_of_nodes(),
+                             n_edges=G.number_of_edges()))
+    cols = list(GRAPH_KEYS) + ["metric", "beta", "alpha", "r2", "n_nodes", "n_graph_nodes", "n_edges"]
+    df = pd.DataFrame(rows, columns=cols)
+    n_nan = df.groupby("metric")["beta"].apply(lambda s: int(s.isna().sum())).to_dict() if len(df) else {}
+    log.info("decay_table: %d graphs, sparsify_k=%s, weight=%s, NaN betas per metric %s",
+             len(graphs), sparsify_k, weight, n_nan)
+    return df
+
+
+# --------------------------------------------------------------------------------------------------
+# Ratios
+# --------------------------------------------------------------------------------------------------
+
+
+def _key_seed(seed: int, *key) -> np.random.Generator:
+    h = int(hashlib.sha256("\0".join(map(str, key)).encode()).hexdigest()[:16], 16)
+    return np.random.default_rng(np.random.SeedSequence([int(seed), h]))
+
+
+def _ratio_ci(a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
+    if n_boot <= 0 or a.size == 0:
+        return math.nan, math.nan
+    idx = rng.integers(0, a.size, size=(n_boot, a.size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
+    boot = boot[np.isfinite(boot)]
+    if boot.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def decay_ratios(decay_df, n_boot: int = 1000, seed: int = 0, by_benchmark: bool = False,
+                 comparisons: Sequence[tuple[str, str]] = COMPARISONS):
+    """Median-beta ratios per (family, metric, comparison) with a paired bootstrap CI (§6.4).
+
+    ``ratio = median_p beta_after(p) / median_p beta_before(p)`` over the problems p (pooled over
+    benchmarks; ``benchmark="all"``) where both variants have a finite beta (paired). ``ci_low`` /
+    ``ci_high``: 2.5 / 97.5 percentiles of the ratio over ``n_boot`` resamplings of the paired problems
+    (``n_boot=0``: NaN). ``by_benchmark=True`` adds one row per benchmark. Deterministic given ``seed``
+    (each row draws from its own stream, seeded by ``seed`` and the row's key).
+
+    Columns: family, benchmark, metric, comparison ("RL/Base", ...), after, before, n_problems,
+    beta_after, beta_before (the medians), ratio, ci_low, ci_high, paper_value (2.5, 1/3, NaN),
+    expected_direction ("up"/"down"/"up"), agrees (ratio on the expected side of 1; NA without
+    a ratio), n_nodes_after, n_nodes_before (median nodes in the fits).
+    """
+    import pandas as pd
+
+    need = list(GRAPH_KEYS) + ["metric", "beta", "n_nodes"]
+    missing = [c for c in need if c not in decay_df.columns]
+    if missing:
+        raise ValueError(f"decay_df lacks columns {missing}; build it with decay_table")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    for after, before in comparisons:
+        for v in (after, before):
+            if v not in VARIANTS:
+                raise ValueError(f"unknown variant {v!r} in comparisons; expected one of {VARIANTS}")
+    d = decay_df[need].copy()
+    d["problem"] = d["problem"].astype(str)
+    idx = ["family", "metric", "benchmark", "problem", "variant"]
+    dup = d.duplicated(idx)
+    if dup.any():
+        raise ValueError(f"decay_df has {int(dup.sum())} duplicate (family, metric, benchmark, problem, variant) "
+                         "rows; concatenate decay tables of different settings into separate frames")
+    wide = d.set_index(idx)[["beta", "n_nodes"]].unstack("variant").sort_index()
+    rows = []
+    for (family, metric), sub in wide.groupby(level=["family", "metric"], sort=True):
+        scopes = [("all", sub)]
+        if by_benchmark:
+            scopes += [(b, s) for b, s in sub.groupby(level="benchmark", sort=True)]
+        for bench, s in scopes:
+            for after, before in comparisons:
+                rows.append(_ratio_row(s, family, bench, metric, after, before, n_boot, seed))
+    cols = ["family", "benchmark", "metric", "comparison", "after", "before", "n_problems", "beta_after",
+            "beta_before", "ratio", "ci_low", "ci_high", "paper_value", "expected_direction", "agrees",
+            "n_nodes_after", "n_nodes_before"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["agrees"] = out["agrees"].astype("boolean")
+    return out
+
+
+def _ratio_row(s, family, bench, metric, after, before, n_boot, seed) -> dict:
+    def col(name, v):
+        return s[(name, v)].to_numpy(dtype=np.float64) if (name, v) in s.columns else np.full(len(s), np.nan)
+
+    a, b = col("beta", after), col("beta", before)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    na, nb = col("n_nodes", after)[ok], col("n_nodes", before)[ok]
+    comp = (after, before)
+    direction = EXPECTED_DIRECTION.get(comp, "up")
+    ratio = ci_lo = ci_hi = math.nan
+    med_a = med_b = math.nan
+    if a.size:
+        med_a, med_b = float(np.median(a)), float(np.median(b))
+        ratio = med_a / med_b if med_b != 0 else math.nan
+        ci_lo, ci_hi = _ratio_ci(a, b, n_boot, _key_seed(seed, family, bench, metric, after, before))
+    else:
+        log.info("decay_ratios: no paired problems for %s %s/%s (%s, %s)", family, after, before, metric, bench)
+    agrees = None if not np.isfinite(ratio) else bool(ratio > 1 if direction == "up" else ratio < 1)
+    return dict(family=family, benchmark=bench, metric=metric, comparison=f"{after}/{before}", after=after,
+                before=before, n_problems=int(a.size), beta_after=med_a, beta_before=med_b, ratio=ratio,
+                ci_low=ci_lo, ci_high=ci_hi, paper_value=PAPER_RATIO.get(comp, math.nan),
+                expected_direction=direction, agrees=agrees,
+                n_nodes_after=float(np.median(na)) if na.size else math.nan,
+                n_nodes_before=float(np.median(nb)) if nb.size else math.nan)
+
+
+def geomean_ratios(ratios_df, by: Sequence[str] = ("comparison",)):
+    """Geometric mean of ``ratio`` over the other rows (metrics, families) of ``benchmark == "all"``.
+
+    PAPER.md §6.4's default aggregation before comparing with 2.5 and 1/3. Non-positive or NaN
+    ratios are left out (and counted in ``n_left_out``).
+
+    >>> import pandas as pd
+    >>> r = pd.DataFrame({"benchmark": "all", "comparison": "RL/Base", "ratio": [2.0, 8.0]})
+    >>> geomean_ratios(r)["ratio_geomean"].tolist()
+    [4.0]
+    """
+    import pandas as pd
+
+    d = ratios_df[ratios_df["benchmark"] == "all"] if "benchmark" in ratios_df.columns else ratios_df
+
+    def agg(s):
+        ok = s[np.isfinite(s) & (s > 0)]
+        return pd.Series({"ratio_geomean": float(np.exp(np.log(ok).mean())) if len(ok) else math.nan,
+                          "n": int(len(ok)), "n_left_out": int(len(s) - len(ok))})
+
+    return d.groupby(list(by), sort=True)["ratio"].apply(agg).unstack().reset_index()
+
+
+def seed_spread(samples, segment_kwargs: dict | None, embedder, cache_dir, k: int,
+                seeds: Sequence[int] = (0, 1, 2), scope: str = "problem", metric: str = "euclidean",
+                sparsify_k: int | None = None, weight: str | None = None, n_boot: int = 0,
+                boot_seed: int = 0, by_benchmark: bool = False, progress: bool = True):
+    """Decay ratios for several clustering seeds: one :func:`decay_ratios` table per seed, stacked.
+
+    A fixed model's beta moves when the pooled clustering changes, so the spread of the ratios over
+    clustering seeds is reported next to them. Segmentation runs once and embeddings come from the
+    cache, so each extra seed costs one K-means and one decay table. Column ``clustering_seed`` is
+    added; :func:`summarize_seed_spread` condenses the table.
+    """
+    import pandas as pd
+
+    from .steps import assign_nodes, get_embedder, segment_samples
+
+    if not seeds:
+        raise ValueError("seeds is empty; pass e.g. seeds=(0, 1, 2)")
+    if isinstance(embedder, str):
+        embedder = get_embedder(embedder)
+    steps = segment_samples(samples, progress=progress, **(segment_kwargs or {}))
+    out = []
+    for s in seeds:
+        steps_df, centroids = assign_nodes(steps, embedder, cache_dir, k=k, seed=int(s), scope=scope,
+                                           metric=metric, progress=progress)
+        dec = decay_table(steps_df, centroids, sparsify_k=sparsify_k, weight=weight, progress=progress)
+        r = decay_ratios(dec, n_boot=n_boot, seed=boot_seed, by_benchmark=by_benchmark)
+        r.insert(0, "clustering_seed", int(s))
+        out.append(r)
+        log.info("seed_spread: clustering seed %d done", s)
+    return pd.concat(out, ignore_index=True)
+
+
+def summarize_seed_spread(spread_df):
+    """Per (family, benchmark, metric, comparison): n_seeds, ratio min / median / max, all_agree.
+
+    >>> import pandas as pd
+    >>> d = pd.DataFrame({"clustering_seed": [0, 1], "family": "f", "benchmark": "all", "metric": "degree",
+    ...                   "comparison": "RL/Base", "ratio": [2.0, 3.0], "agrees": [True, True],
+    ...                   "paper_value": 2.5, "expected_direction": "up"})
+    >>> summarize_seed_spread(d)[["ratio_min", "ratio_median", "ratio_max", "all_agree"]].values.tolist()
+    [[2.0, 2.5, 3.0, True]]
+    """
+    keys = ["family", "benchmark", "metric", "comparison"]
+    g = spread_df.groupby(keys, sort=True)
+    out = g.agg(n_seeds=("clustering_seed", "nunique"), ratio_min=("ratio", "min"),
+                ratio_median=("ratio", "median"), ratio_max=("ratio", "max"),
+                paper_value=("paper_value", "first"), expected_direction=("expected_direction", "first"))
+    out["all_agree"] = g["agrees"].apply(lambda s: bool(s.fillna(False).astype(bool).all()))
+    return out.reset_index()
+
+
+__all__ = [
+    "merge_repeats", "paths_from_steps", "build_graph", "sparsify_topk", "visitation", "degree",
+    "betweenness", "decay_rate", "node_metrics", "graphs_from_steps", "decay_table", "decay_ratios",
+    "geomean_ratios", "seed_spread", "summarize_seed_spread", "PAPER_RATIO", "EXPECTED_DIRECTION",
+]
+
+
+GRAPH_KEY = ("family", "variant", "benchmark", "problem")
+
+
+def graph_tables(graphs: Mapping):
+    """Flatten graphs into ``(nodes, edges)`` DataFrames (the saved form the figure and topology
+    stages read back with :func:`graphs_from_tables`).
+
+    >>> G = build_graph([[0, 1, 2], [0, 2]])
+    >>> nodes, edges = graph_tables({("f", "Base", "b", "p"): G})
+    >>> len(nodes), len(edges), sorted(graphs_from_tables(nodes, edges)[("f", "Base", "b", "p")].edges)
+    (3, 3, [(0, 1), (0, 2), (1, 2)])
+    """
+    import pandas as pd
+
+    nrows, erows = [], []
+    for key, G in graphs.items():
+        base = dict(zip(GRAPH_KEY, key))
+        nrows += [{**base, "node": int(n), "visits": int(d.get("visits", 0))} for n, d in G.nodes(data=True)]
+        erows += [{**base, "src": int(u), "dst": int(v), "count": int(d.get("count", 1)),
+                   "distance": float(d.get("distance", np.nan))} for u, v, d in G.edges(data=True)]
+    return (pd.DataFrame(nrows, columns=[*GRAPH_KEY, "node", "visits"]),
+            pd.DataFrame(erows, columns=[*GRAPH_KEY, "src", "dst", "count", "distance"]))
+
+
+def graphs_from_tables(nodes, edges) -> dict:
+    """Inverse of :func:`graph_tables`."""
+    out: dict = {}
+    for key, part in nodes.groupby(list(GRAPH_KEY), sort=False, observed=True):
+        G = nx.DiGraph()
+        G.add_nodes_from((int(n), {"visits": int(v)}) for n, v in zip(part["node"], part["visits"]))
+        out[tuple(key)] = G
+    for key, part in edges.groupby(list(GRAPH_KEY), sort=False, observed=True):
+        G = out.setdefault(tuple(key), nx.DiGraph())
+        G.add_edges_from((int(u), int(v), {"count": int(c), "distance": float(d)})
+                         for u, v, c, d in zip(part["src"], part["dst"], part["count"], part["distance"]))
+    return out
+
+
+def node_metric_table(graphs: Mapping, weight: str | None = None):
+    """Long table of node metrics: family, variant, benchmark, problem, node, metric, value."""
+    import pandas as pd
+
+    rows = []
+    for key, G in graphs.items():
+        base = dict(zip(GRAPH_KEY, key))
+        for metric, values in node_metrics(G, weight=weight).items():
+            rows += [{**base, "node": int(n), "metric": metric, "value": float(x)} for n, x in values.items()]
+    return pd.DataFrame(rows, columns=[*GRAPH_KEY, "node", "metric", "value"])

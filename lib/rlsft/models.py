@@ -1,0 +1,96 @@
+"""Where each variant's weights come from: trained here (a recipe) or a hub id / local path.
+
+A hub model must already be on disk (a local folder or the Hugging Face cache) before a run starts;
+otherwise the runner stops before any work and names each missing model with the command that
+fetches it. ``plan_lines`` is what ``--dry-run`` prints about models and generation cost.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import config as C
+
+
+def trained_path(root: Path, family: str, variant: str) -> Path:
+    """Where the train stage saves a variant: ``results/<profile>/train/<family>/<variant>``."""
+    return Path(root) / "train" / family / variant.replace("+", "_")
+
+
+def _cached(model_id: str, revision: str | None) -> bool:
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(model_id, revision=revision, local_files_only=True,
+                          allow_patterns=["config.json"])
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not available offline"
+        return False
+
+
+def available(spec: dict) -> bool:
+    model = spec["model"]
+    if Path(model).expanduser().exists():
+        return (Path(model).expanduser() / "config.json").exists()
+    return _cached(model, spec.get("revision"))
+
+
+def missing_models(profile: dict) -> list[str]:
+    """``["org/id@revision", ...]`` for hub models that are neither local paths nor cached."""
+    out = []
+    for _, _, spec in C.variant_specs(profile):
+        if "model" in spec and not available(spec):
+            out.append(spec["model"] + (f"@{spec['revision']}" if spec.get("revision") else ""))
+    return sorted(set(out))
+
+
+def download_hint(entry: str) -> str:
+    """``hf download`` command line for ``org/id@revision``.
+
+    >>> download_hint("Qwen/Qwen2.5-Math-1.5B@abc")
+    'hf download Qwen/Qwen2.5-Math-1.5B --revision abc'
+    """
+    model, _, rev = entry.partition("@")
+    return f"hf download {model}" + (f" --revision {rev}" if rev else "")
+
+
+def resolve(profile: dict, root: Path, family: str, variant: str) -> tuple[str, str | None]:
+    """``(path or hub id, revision)`` to pass to ``from_pretrained`` / vLLM."""
+    spec = profile["families"][family]["variants"][variant]
+    if "recipe" in spec:
+        return str(trained_path(root, family, variant)), None
+    model = spec["model"]
+    p = Path(model).expanduser()
+    return (str(p) if p.exists() else model), spec.get("revision")
+
+
+def plan_lines(profile: dict) -> list[str]:
+    """What a run would fetch and roughly generate (upper bound: every sample hits max tokens)."""
+    missing = missing_models(profile)
+    lines = []
+    if missing:
+        lines.append("would need to fetch (not available offline):")
+        lines += [f"  {m}    ({download_hint(m)})" for m in missing]
+    else:
+        lines.append("models: all available locally (or trained by the pipeline)")
+    from .notebooks import effective_params
+
+    sp = effective_params(profile, "samples")
+    n_problems = _n_problems(profile)
+    n_models = sum(1 for _ in C.variant_specs(profile))
+    if n_problems:
+        m, cap = int(sp.get("M", 0) or 0), int(sp.get("max_new_tokens", 0) or 0)
+        total = n_models * n_problems * m
+        lines.append(f"generation: {n_models} models x {n_problems} problems x M={m} = {total:,} completions, "
+                     f"at most {total * cap:,} new tokens (cap {cap} per completion)")
+    return lines
+
+
+def _n_problems(profile: dict) -> int:
+    from .notebooks import effective_params
+
+    data = effective_params(profile, "data")
+    if data.get("benchmarks"):
+        limit = data.get("limit")
+        sizes = {"aime24": 30, "aime25": 30, "amc23": 40, "humaneval": 164}
+        return sum(min(sizes.get(b, 0), limit or 10**9) for b in data["benchmarks"])
+    return sum(int(s.get("n", 0)) for s in (data.get("eval_sets") or {}).values())

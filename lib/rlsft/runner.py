@@ -1,0 +1,245 @@
+"""The runner behind ``run_all.sh``: runs the stage notebooks of a profile in numbered order with
+papermill, skipping every stage whose inputs, parameters and code are unchanged.
+
+    python -m rlsft.runner [--profile NAME] [--from STAGE | --only STAGE | --figures-only]
+                           [--force] [--dry-run]
+
+Executed notebooks go to ``results/<profile>/notebooks/``; the manifest to
+``results/<profile>/manifest.json``. User errors (unknown profile, key, parameter, flag, missing
+model) end with one clear message and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import config as C
+from . import notebooks as N
+from .io import atomic_path, sha256_text
+from .store import Store, code_hash, git_commit, notebook_source_hash, package_versions
+
+log = logging.getLogger("rlsft.runner")
+
+USAGE_EPILOG = """examples:
+  ./run_all.sh                               run the organism profile end to end (skips what is done)
+  ./run_all.sh --profile ci --force          rerun everything of the small test profile
+  ./run_all.sh --from trajectories           rerun from a stage on (earlier stages still skip if done)
+  ./run_all.sh --figures-only                redraw every figure from the saved tables
+  ./run_all.sh --profile paper-1.5b --dry-run   print the plan, touch nothing
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # an unknown flag is an error with the usage, not a traceback
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{message} (see --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="run_all.sh", description="Run the companion's notebooks for one profile.",
+                epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="organism", help="profile name in profiles/ (default: organism)")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--from", dest="from_stage", metavar="STAGE", help="run this stage and all later ones")
+    sel.add_argument("--only", metavar="STAGE", help="run only this stage")
+    sel.add_argument("--figures-only", action="store_true", help="rerun only the figure notebooks from saved tables")
+    p.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
+    p.add_argument("--dry-run", action="store_true", help="print stages, models and what would be skipped; touch nothing")
+    p.add_argument("--results", default=str(C.REPO_ROOT / "results"), help="results root (default: results/)")
+    p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: rlsft if registered, else python3)")
+    return p
+
+
+def _resolve_stage(name: str, infos) -> int:
+    for i, info in enumerate(infos):
+        if name in (info.stage, info.path.stem, f"{info.number:02d}", str(info.number)):
+            return i
+    raise C.ConfigError(f"unknown stage {name!r}; stages are {[i.stage for i in infos]}")
+
+
+def select(infos, args) -> list:
+    if args.only:
+        return [infos[_resolve_stage(args.only, infos)]]
+    if args.from_stage:
+        return infos[_resolve_stage(args.from_stage, infos):]
+    if args.figures_only:
+        return [i for i in infos if i.kind == "figure"]
+    return list(infos)
+
+
+def stage_key(info, params: dict, profile: dict, store: Store) -> tuple[str | None, dict]:
+    """The cache key of a stage, or ``None`` when an input stage has no record yet."""
+    parts = {"notebook": notebook_source_hash(info.path), "code": code_hash(info.code),
+             "params": sha256_text(repr(sorted(params.items()))),
+             "profile": sha256_text(repr({k: profile.get(k) for k in ("families", "seed", "device",
+                                                                     "benchmark_folder")}))}
+    for dep in info.inputs:
+        d = store.digest(dep)
+        if d is None:
+            return None, parts
+        parts[f"input:{dep}"] = d
+    return sha256_text(*[f"{k}={v}" for k, v in sorted(parts.items())]), parts
+
+
+def _kernel_name(requested: str | None) -> str:
+    if requested:
+        return requested
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        if "rlsft" in KernelSpecManager().find_kernel_specs():
+            return "rlsft"
+    except Exception:  # noqa: BLE001 - fall back to the default kernel
+        pass
+    return "python3"
+
+
+def describe_models(profile: dict) -> list[str]:
+    lines = []
+    for fam, v, spec in C.variant_specs(profile):
+        if "recipe" in spec:
+            src = f"trained here: recipe {spec['recipe']}" + (f" from {spec['from']}" if "from" in spec else "")
+        else:
+            src = f"{spec['model']}" + (f" @ {spec['revision']}" if spec.get("revision") else "")
+        lines.append(f"  {fam:>12} {v:<7} {src}")
+    return lines
+
+
+def preflight(profile: dict, infos, dry_run: bool) -> None:
+    """Stop before any work when a hub model is neither local nor cached (issue: missing weights)."""
+    from .models import missing_models, download_hint
+
+    missing = missing_models(profile)
+    if dry_run:
+        from .models import plan_lines
+
+        for line in plan_lines(profile):
+            print(line)
+        return
+    if missing:
+        raise C.ConfigError("these models are not available offline (no local path, not in the "
+                            "Hugging Face cache):\n" + "\n".join(f"  - {m}" for m in missing)
+                            + "\npre-download them on a machine with hub access, e.g.\n"
+                            + "\n".join(f"  {download_hint(m)}" for m in missing))
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    profile = C.load_profile(args.profile)
+    infos = N.discover()
+    chosen = select(infos, args)
+    store = Store(Path(args.results) / profile["name"])
+    log.info("profile %s (%s): %d of %d stages selected", profile["name"], " <- ".join(profile["chain"]),
+             len(chosen), len(infos))
+    if args.dry_run:
+        print(f"profile: {profile['name']}  results: {store.root}")
+        print("models:")
+        print("\n".join(describe_models(profile)))
+        preflight(profile, infos, dry_run=True)
+        print("stages:")
+        unknown_upstream = False
+        for info in chosen:
+            params = N.effective_params(profile, info.stage)
+            key, _ = stage_key(info, params, profile, store)
+            if key is None or unknown_upstream:
+                verdict = "would run (its inputs are not computed yet)"
+            else:
+                ok, why = store.fresh(info.stage, key)
+                verdict = "would skip (up to date)" if ok and not args.force else f"would run ({'forced' if args.force else why})"
+            unknown_upstream = unknown_upstream or verdict.startswith("would run")
+            print(f"  {info.path.name:<28} [{info.kind}] {verdict}")
+        return 0
+    preflight(profile, infos, dry_run=False)
+    kernel = _kernel_name(args.kernel)
+    total = time.time()
+    with store.lock():
+        for info in chosen:
+            params = N.effective_params(profile, info.stage)
+            key, parts = stage_key(info, params, profile, store)
+            if key is None:
+                raise C.ConfigError(f"stage {info.stage!r} needs the outputs of {list(info.inputs)}, "
+                                    f"which are not computed yet: run them first (e.g. drop --only/--from)")
+            ok, why = store.fresh(info.stage, key)
+            if ok and not args.force:
+                log.info("stage %-14s skipped: %s", info.stage, why)
+                continue
+            log.info("stage %-14s running %s (%s)", info.stage, info.path.name, "forced" if args.force else why)
+            t0 = time.time()
+            execute(info, profile, params, store.root, kernel)
+            wall = time.time() - t0
+            outputs = store.outputs(info.outputs)
+            if not outputs:
+                raise RuntimeError(f"stage {info.stage!r} wrote nothing under {info.outputs}: see "
+                                   f"{store.root / 'notebooks' / info.path.name}")
+            store.record(info.stage, key, parts, outputs, {
+                "notebook": str(info.path.relative_to(C.REPO_ROOT)), "parameters": params,
+                "seed": profile.get("seed"), "git_commit": git_commit(), "wall_time_s": round(wall, 2),
+                "package_versions": package_versions(), "kind": info.kind})
+            log.info("stage %-14s done in %.1f s (%d artifacts)", info.stage, wall, len(outputs))
+    log.info("all selected stages done in %.1f s; results in %s", time.time() - total, store.root)
+    try:
+        from .report import build_report
+
+        build_report(store.root, profile)
+    except ImportError:
+        pass
+    return 0
+
+
+def execute(info, profile: dict, params: dict, root: Path, kernel: str) -> None:
+    """Run one notebook with papermill; the executed copy lands atomically in ``notebooks/``."""
+    import papermill as pm
+
+    out = root / "notebooks" / info.path.name
+    env_backup = dict(os.environ)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        with atomic_path(out, ".ipynb") as tmp:
+            try:
+                pm.execute_notebook(str(info.path), str(tmp), kernel_name=kernel, log_output=True,
+                                    progress_bar=False, cwd=str(info.path.parent),
+                                    parameters={"profile": profile["name"],
+                                                "results_root": str(root.parent), **params})
+            except pm.PapermillExecutionError as exc:
+                failed = out.with_name(out.stem + ".failed.ipynb")
+                os.replace(tmp, failed)
+                raise StageFailed(f"stage {info.stage!r} failed in cell {exc.exec_count}: {exc.ename}: "
+                                  f"{exc.evalue}\n  executed notebook: {failed}") from None
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except UsageError as exc:
+        print(f"run_all.sh: error: {exc}", file=sys.stderr)
+        return 2
+    except C.ConfigError as exc:
+        print(f"run_all.sh: error: {exc}", file=sys.stderr)
+        return 2
+    except StageFailed as exc:
+        print(f"run_all.sh: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("run_all.sh: interrupted; completed stages are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Sampling: M answers per problem from every variant, behind one interface with two backends.
+
+- ``transformers`` (CPU or GPU): batched ``generate`` with sampling, seeded per problem, so a
+  problem's samples do not depend on which other problems were sampled with it (resume-safe).
+- ``vllm`` (GPU): ``LLM.generate`` with ``SamplingParams(n=M, ...)`` and the profile's tensor
+  parallelism. vllm is imported only when this backend is chosen.
+
+Storage: one parquet shard per problem under ``<out>/<family>/<variant>/<benchmark>/``, written
+atomically, then merged into one table per (model, benchmark); an interrupted run resumes at the
+first unfinished problem and produces the same table as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """The sampling settings that enter the stage cache key (PAPER.md §4)."""
+
+    n: int = 64
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"n (samples per problem, M) must be >= 1, got {self.n}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 for sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclasses.dataclass
+class Completion:
+    text: str
+    n_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+def _problem_seed(seed: int, key: str) -> int:
+    import hashlib
+
+    return (seed * 1_000_003 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)) % (2**31)
+
+
+def transformers_generate(model, tokenizer, prompt: str, params: SamplingParams, key: str = "",
+                          batch_size: int = 256) -> list[Completion]:
+    """``params.n`` sampled completions of one prompt with ``model.generate``.
+
+    Seeded by ``(params.seed, key)``, so the same problem gives the same samples whatever else is
+    sampled in the run.
+    """
+    import torch
+
+    torch.manual_seed(_problem_seed(params.seed, key))
+    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    out: list[Completion] = []
+    for start in range(0, params.n, batch_size):
+        nb = min(batch_size, params.n - start)
+        ids = enc["input_ids"].to(device).repeat(nb, 1)
+        mask = enc["attention_mask"].to(device).repeat(nb, 1)
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True,
+                                 temperature=params.temperature, top_p=params.top_p, top_k=0,
+                                 max_new_tokens=params.max_new_tokens, eos_token_id=eos,
+                                 pad_token_id=tokenizer.pad_token_id)
+        for row in gen[:, ids.shape[1]:].tolist():
+            finished = eos in row
+            toks = row[: row.index(eos)] if finished else [t for t in row if t != tokenizer.pad_token_id]
+            out.append(Completion(tokenizer.decode(toks, skip_special_tokens=True),
+                                  len(toks) + int(finished), "stop" if finished else "length"))
+    return out
+
+
+def build_prompt(question: str, prompt_spec: dict | None, tokenizer=None) -> str:
+    """The text fed to the model for one question, per the family's prompt spec.
+
+    ``style: raw`` writes ``system`` (if any) then ``user`` with ``{question}`` filled in;
+    ``style: chat`` applies the tokenizer's chat template with a generation prompt.
+
+    >>> build_prompt("Find a route from a to b.\\n", {"style": "raw", "user": "{question}"})
+    'Find a route from a to b.\\n'
+    """
+    spec = prompt_spec or {}
+    user = spec.get("user", "{question}")
+    if "{question}" not in user:
+        raise ValueError(f"prompt.user must contain '{{question}}', got {user!r}")
+    content = user.replace("{question}", question)
+    if spec.get("style", "raw") == "raw":
+        return (spec["system"] + "\n" if spec.get("system") else "") + content
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError("prompt.style is 'chat' but the model's tokenizer has no chat template; use style: raw")
+    messages = ([{"role": "system", "content": spec["system"]}] if spec.get("system") else []) + \
+               [{"role": "user", "content": content}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def model_fingerprint(path: str, revision: str | None) -> str:
+    """Identity of a model for cache keys: the weights' sha256 for a local folder, else id@revision."""
+    from .io import sha256_file, sha256_text
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
+        return sha256_text(*[sha256_file(f) for f in files]) if files else sha256_text(str(p.resolve()))
+    return f"{path}@{revision or 'main'}"
+
+
+class TransformersBackend:
+    """CPU/GPU sampling with ``model.generate``."""
+
+    name = "transformers"
+
+    def __init__(self, path: str, revision: str | None = None, device: str = "cpu", batch_size: int = 256):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+            self.model = AutoModelForCausalLM.from_pretrained(path, revision=revision)
+        except OSError as exc:
+            raise FileNotFoundError(f"cannot load model {path!r} (revision {revision}): {exc}. If it is a hub id, "
+                                    f"pre-download it with `hf download {path}`") from None
+        self.tokenizer.padding_side = "left"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(device).eval()
+        self.batch_size = batch_size
+
+    def generate(self, prompts: dict, params: SamplingParams) -> dict:
+        """``{key: prompt}`` -> ``{key: [Completion] * n}``."""
+        return {k: transformers_generate(self.model, self.tokenizer, p, params, key=k, batch_size=self.batch_size)
+                for k, p in prompts.items()}
+
+
+class VLLMBackend:
+    """GPU sampling with vLLM: ``LLM.generate`` with ``SamplingParams(n=M, ...)``."""
+
+    name = "vllm"
+
+    def __init__(self, path: str, revision: str | None = None, tensor_parallel_size: int = 1,
+                 max_model_len: int | None = None, dtype: str = "auto", seed: int = 0,
+                 gpu_memory_utilization: float = 0.9):
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError
+        except (ImportError, RuntimeError):
+            raise RuntimeError("backend 'vllm' needs a CUDA GPU, and none is visible: use "
+                               "stages.sample.backend: transformers on this machine") from None
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise RuntimeError("backend 'vllm' chosen but vllm is not installed: set up with "
+                               "RLSFT_EXTRAS=gpu,dev ./run_all.sh --setup (pip install -e '.[gpu]')") from None
+        kw = {"max_model_len": max_model_len} if max_model_len else {}
+        self.llm = LLM(model=path, revision=revision, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                       seed=seed, gpu_memory_utilization=gpu_memory_utilization, **kw)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: dict, params: SamplingParams) -> dict:
+        from vllm import SamplingParams as VSP
+
+        keys = list(prompts)
+        out = {}
+        # one request per problem, each seeded from (seed, key) so a resumed run gives the same text
+        sps = [VSP(n=params.n, temperature=params.temperature, top_p=params.top_p,
+                   max_tokens=params.max_new_tokens, seed=_problem_seed(params.seed, k)) for k in keys]
+        results = self.llm.generate([prompts[k] for k in keys], sps)
+        for k, res in zip(keys, results):
+            out[k] = [Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
+                      for o in res.outputs]
+        return out
+
+
+def make_backend(name: str, path: str, revision: str | None, *, device: str = "cpu", seed: int = 0,
+                 tensor_parallel_size: int = 1, max_model_len: int | None = None, batch_size: int = 256):
+    if name == "transformers":
+        return TransformersBackend(path, revision, device=device, batch_size=batch_size)
+    if name == "vllm":
+        return VLLMBackend(path, revision, tensor_parallel_size=tensor_parallel_size,
+                           max_model_len=max_model_len, seed=seed)
+    raise ValueError(f"unknown sampling backend {name!r}: use 'transformers' or 'vllm'")
+
+
+SAMPLE_COLUMNS = ["family", "variant", "benchmark", "problem", "sample", "text", "n_tokens", "finish_reason",
+                  "extracted", "correct"]
+
+
+def sample_model(*, family: str, variant: str, backend_factory: Callable, problems, prompt_spec: dict,
+                 params: SamplingParams, verifier: Callable, shard_dir: Path, fingerprint: str,
+                 chunk: int = 8):
+    """Sample and verify every problem of one model, one parquet shard per problem.
+
+    Shards live under ``shard_dir/<key>/`` where the key hashes the sampling parameters, prompt spec
+    and model fingerprint; problems whose shard exists are skipped (resume). The backend is built
+    only if some problem is left. Returns the concatenated table in problem order.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .io import sha256_text, write_parquet
+
+    key = sha256_text(repr(dataclasses.asdict(params)), repr(sorted((prompt_spec or {}).items())), fingerprint)[:16]
+    folder = Path(shard_dir) / key
+    rows = list(problems.to_dict("records"))
+    todo = [r for r in rows if not (folder / f"{r['benchmark']}__{r['problem']}.parquet").exists()]
+    if len(todo) < len(rows):
+        log.info("sample %s/%s: %d of %d problems already sampled, resuming", family, variant,
+                 len(rows) - len(todo), len(rows))
+    if todo:
+        backend = backend_factory()
+        t0, n_tok = time.time(), 0
+        bar = tqdm(total=len(todo), desc=f"sample {family}/{variant}", leave=False)
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            prompts = {f"{r['benchmark']}__{r['problem']}": build_prompt(r["prompt"], prompt_spec, backend.tokenizer)
+                       for r in part}
+            outs = backend.generate(prompts, params)
+            for r in part:
+                k = f"{r['benchmark']}__{r['problem']}"
+                recs = []
+                for i, c in enumerate(outs[k]):
+                    extracted, correct = verifier(c.text, r)
+                    recs.append({"family": family, "variant": variant, "benchmark": r["benchmark"],
+                                 "problem": str(r["problem"]), "sample": i, "text": c.text, "n_tokens": c.n_tokens,
+                                 "finish_reason": c.finish_reason, "extracted": extracted, "correct": bool(correct)})
+                    n_tok += c.n_tokens
+                write_parquet(folder / f"{k}.parquet", pd.DataFrame(recs, columns=SAMPLE_COLUMNS))
+            bar.update(len(part))
+        bar.close()
+        dt = time.time() - t0
+        log.info("sample %s/%s: %d completions, %d tokens in %.1f s (%.0f tokens/s)", family, variant,
+                 len(todo) * params.n, n_tok, dt, n_tok / max(dt, 1e-9))
+        del backend
+    parts = [pd.read_parquet(folder / f"{r['benchmark']}__{r['problem']}.parquet") for r in rows]
+    return pd.concat(parts, ignore_index=True)
+
+
+def make_verifier(task: str, data_dir: Path) -> Callable:
+    """``fn(text, problem_row) -> (extracted, correct)`` for the profile's task.
+
+    The organism uses its exact step-replaying checker; the paper's benchmarks use the verifier
+    registered for each benchmark (math-verify on the last ``\\boxed{}``, or HumanEval's tests).
+    """
+    import json
+
+    if task == "navigation":
+        from . import task as T
+        from .io import read_json
+
+        world = T.world_from_json(read_json(Path(data_dir) / "world.json"))
+        return lambda text, row: T.check(world, T.problem_from_row(row), text)
+    if task == "benchmarks":
+        from .benchmarks import verifier_for
+
+        def verify(text, row):
+            meta = json.loads(row.get("meta") or "{}")
+            problem = {"id": row["problem"], "problem": row["prompt"], "answer": row["answer"], **meta}
+            return verifier_for(row["benchmark"])(text, problem)
+
+        return verify
+    raise ValueError(f"unknown task {task!r}: use 'navigation' or 'benchmarks'")

@@ -1,0 +1,232 @@
+"""Tests of rlsft.graphs: paths, graphs, node metrics, decay rates and ratios."""
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlsft import VARIANTS
+from rlsft.graphs import (
+    betweenness,
+    build_graph,
+    decay_rate,
+    decay_ratios,
+    decay_table,
+    degree,
+    geomean_ratios,
+    paths_from_steps,
+    seed_spread,
+    sparsify_topk,
+    summarize_seed_spread,
+    visitation,
+)
+from rlsft.steps import get_embedder, step_table
+
+# ---------------------------------------------------------------------------------------- decay rate
+
+
+def test_decay_rate_exact_on_noise_free_data():
+    for beta, alpha, n in [(0.5, 2.0, 10), (0.01, 1.0, 200), (1.7, -3.0, 4)]:
+        r = np.arange(1, n + 1)
+        x = 10 ** (alpha - beta * r)
+        fit = decay_rate(np.random.default_rng(0).permutation(x), return_fit=True)
+        assert fit["beta"] == pytest.approx(beta, abs=1e-12)
+        assert fit["alpha"] == pytest.approx(alpha, abs=1e-10)
+        assert fit["r2"] == pytest.approx(1.0) and fit["n"] == n
+
+
+def test_decay_rate_noisy_zeros_and_too_few(caplog):
+    rng = np.random.default_rng(1)
+    r = np.arange(1, 301)
+    x = 10 ** (1.0 - 0.02 * r + rng.normal(0, 0.05, size=r.size))
+    assert decay_rate(x) == pytest.approx(0.02, rel=0.05)
+    # zeros are dropped; dicts are accepted
+    vals = {i: v for i, v in enumerate([100.0, 10.0, 1.0, 0.0, 0.0])}
+    fit = decay_rate(vals, return_fit=True)
+    assert fit["beta"] == pytest.approx(1.0) and fit["n"] == 3
+    with caplog.at_level("INFO", logger="rlsft.graphs"):
+        assert math.isnan(decay_rate([5.0, 0.0, 0.0, 2.0]))
+    assert "positive values" in caplog.text
+    assert math.isnan(decay_rate([]))
+    assert math.isnan(decay_rate([1, 1, 1], return_fit=True)["r2"])  # flat: beta 0, r2 undefined
+    assert decay_rate([1, 1, 1]) == 0
+    with pytest.raises(ValueError, match="NaN"):
+        decay_rate([1.0, float("nan"), 2.0])
+
+
+# ---------------------------------------------------------------------------------------- graphs
+
+
+def test_build_graph_merges_repeats_no_self_loops_and_attrs():
+    C = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    G = build_graph([[0, 0, 1, 1, 0], [2, 2], [0, 1]], centroids=C)
+    assert nx.number_of_selfloops(G) == 0
+    assert visitation(G) == {0: 3, 1: 2, 2: 1}
+    assert G.edges[0, 1] == {"count": 2, "distance": 5.0}
+    assert G.edges[1, 0]["count"] == 1
+    assert degree(G) == {0: 2, 1: 2, 2: 0}
+    with pytest.raises(ValueError, match="centroids"):
+        build_graph([[0, 5]], centroids=C)
+
+
+def test_paths_from_steps_sorted_and_merged():
+    df = pd.DataFrame({"family": "f", "variant": ["RL"] * 5 + ["Base"], "benchmark": "b", "problem": "p",
+                       "sample": [1, 1, 1, 0, 0, 0], "step_idx": [2, 1, 0, 1, 0, 0],
+                       "node": [3, 3, 3, 1, 2, 9]})
+    paths = paths_from_steps(df)
+    assert paths == {("f", "Base", "b", "p", 0): [9], ("f", "RL", "b", "p", 0): [2, 1],
+                     ("f", "RL", "b", "p", 1): [3]}
+
+
+def test_degree_visitation_hand_example():
+    G = build_graph([[0, 1, 2, 3], [0, 2], [3, 0]])
+    assert visitation(G) == {0: 3, 1: 1, 2: 2, 3: 2}
+    assert degree(G) == {0: 3, 1: 2, 2: 3, 3: 2}  # 0: out 1,2 in 3; 2: in 1,0 out 3
+    assert G.number_of_edges() == 5
+
+
+def test_sparsify_keeps_k_smallest_out_edges():
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(12, 3))
+    paths = [rng.integers(0, 12, size=8).tolist() for _ in range(30)]
+    G = build_graph(paths, centroids=C)
+    H = sparsify_topk(G, 2)
+    assert set(H.nodes) == set(G.nodes) and visitation(H) == visitation(G)
+    for u in G:
+        want = sorted(G.out_edges(u, data="distance"), key=lambda e: (e[2], e[1]))[:2]
+        assert sorted(H.out_edges(u)) == sorted((a, b) for a, b, _ in want)
+    with pytest.raises(ValueError, match="distance"):
+        sparsify_topk(build_graph(paths), 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_betweenness_matches_networkx(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 80))
+    G = nx.gnp_random_graph(n, float(rng.uniform(0.02, 0.2)), seed=seed, directed=True)
+    G = nx.relabel_nodes(G, {i: int(i * 7 + 3) for i in G})  # non-contiguous labels
+    for u, v in G.edges:
+        G.edges[u, v]["distance"] = float(rng.uniform(0.1, 2.0))
+    ref = nx.betweenness_centrality(G, normalized=True)
+    for backend in ("auto", "rustworkx"):
+        got = betweenness(G, backend=backend)
+        assert got.keys() == ref.keys()
+        assert max(abs(got[k] - ref[k]) for k in ref) < 1e-9
+    ref_w = nx.betweenness_centrality(G, normalized=True, weight="distance")
+    got_w = betweenness(G, weight="distance")
+    assert max(abs(got_w[k] - ref_w[k]) for k in ref_w) < 1e-9
+
+
+def test_betweenness_small_graphs():
+    for G in (nx.DiGraph(), nx.DiGraph([(0, 1)]), nx.path_graph(3, create_using=nx.DiGraph)):
+        assert betweenness(G, backend="rustworkx") == nx.betweenness_centrality(G, normalized=True)
+    with pytest.raises(ValueError, match="unweighted"):
+        betweenness(nx.DiGraph([(0, 1, {"distance": 1.0})]), weight="distance", backend="rustworkx")
+
+
+# ---------------------------------------------------------------------------------------- tables
+
+
+def _toy_samples(n_samples=8, seed=0):
+    rng = np.random.default_rng(seed)
+    sents = [f"Move from place{i} to place{(i * 5 + 1) % 9} now." for i in range(9)]
+    rows = []
+    for v_i, variant in enumerate(VARIANTS):
+        pool = sents[: 3 + 2 * v_i]  # variants use different parts of the step space
+        for problem in ("p0", "p1", "p2"):
+            for s in range(n_samples):
+                picks = rng.integers(0, len(pool), size=int(rng.integers(3, 9)))
+                rows.append(dict(family="toy", variant=variant, benchmark="bA" if problem != "p2" else "bB",
+                                 problem=problem, sample=s, text=" ".join(pool[i] for i in picks),
+                                 correct=bool(rng.integers(0, 2))))
+    return pd.DataFrame(rows)
+
+
+def test_step_graphs_identical_across_seeded_runs(tmp_path):
+    emb = get_embedder("tfidf-char", dim=8)
+    runs = []
+    for _ in range(2):
+        df, C = step_table(_toy_samples(), None, emb, tmp_path, k=6, seed=3, progress=False)
+        dec = decay_table(df, C, progress=False)
+        runs.append((df, C, dec))
+    pd.testing.assert_frame_equal(runs[0][2], runs[1][2])
+    pd.testing.assert_frame_equal(runs[0][0], runs[1][0])
+    dec = runs[0][2]
+    assert set(dec["metric"]) == {"frequency", "degree", "betweenness"}
+    assert len(dec) == 4 * 3 * 3
+    assert (dec["n_nodes"] <= dec["n_graph_nodes"]).all()
+    sp = decay_table(runs[0][0], runs[0][1], sparsify_k=1, progress=False)
+    assert (sp["n_edges"] <= sp["n_graph_nodes"]).all()
+    with pytest.raises(ValueError, match="centroids"):
+        decay_table(runs[0][0], None, sparsify_k=2, progress=False)
+
+
+def _synthetic_decay(betas: dict, n_problems=5, nan_for=None):
+    rows = []
+    for metric in ("frequency", "degree"):
+        for variant, base in betas.items():
+            for p in range(n_problems):
+                beta = base * (1 + 0.1 * (p - n_problems // 2))  # median = base
+                if nan_for and (variant, p) == nan_for:
+                    beta = math.nan
+                rows.append(dict(family="f", variant=variant, benchmark="b1" if p < 3 else "b2", problem=f"q{p}",
+                                 metric=metric, beta=beta, alpha=0.0, r2=1.0, n_nodes=10 + p,
+                                 n_graph_nodes=20, n_edges=30))
+    return pd.DataFrame(rows)
+
+
+def test_decay_ratios_known_medians():
+    dec = _synthetic_decay({"Base": 0.02, "RL": 0.05, "SFT": 0.01, "SFT+RL": 0.03})
+    r = decay_ratios(dec, n_boot=200, seed=0)
+    assert len(r) == 2 * 3 and set(r["benchmark"]) == {"all"}
+    got = r.set_index(["metric", "comparison"])
+    for metric in ("frequency", "degree"):
+        assert got.loc[(metric, "RL/Base"), "ratio"] == pytest.approx(2.5)
+        assert got.loc[(metric, "SFT/Base"), "ratio"] == pytest.approx(0.5)
+        assert got.loc[(metric, "SFT+RL/SFT"), "ratio"] == pytest.approx(3.0)
+    assert r["agrees"].tolist() == [True] * 6
+    assert (r["ci_low"] <= r["ratio"] + 1e-12).all() and (r["ratio"] <= r["ci_high"] + 1e-12).all()
+    assert got.loc[("degree", "RL/Base"), "paper_value"] == 2.5
+    assert got.loc[("degree", "SFT/Base"), "paper_value"] == pytest.approx(1 / 3)
+    assert math.isnan(got.loc[("degree", "SFT+RL/SFT"), "paper_value"])
+    assert list(got.loc["degree", "expected_direction"]) == ["up", "down", "up"]
+    assert (r["n_nodes_after"] == 12).all() and (r["n_problems"] == 5).all()
+    # deterministic given the seed (noisy betas, so the bootstrap has something to resample)
+    big = _synthetic_decay({"Base": 0.02, "RL": 0.05, "SFT": 0.01, "SFT+RL": 0.03}, n_problems=40)
+    noisy = big.assign(beta=big["beta"].abs() * np.random.default_rng(0).uniform(0.5, 1.5, len(big)))
+    pd.testing.assert_frame_equal(decay_ratios(noisy, n_boot=200, seed=0), decay_ratios(noisy, n_boot=200, seed=0))
+    assert not decay_ratios(noisy, n_boot=200, seed=0).equals(decay_ratios(noisy, n_boot=200, seed=1))
+
+
+def test_decay_ratios_paired_by_benchmark_and_disagreement():
+    dec = _synthetic_decay({"Base": 0.02, "RL": 0.01, "SFT": 0.04, "SFT+RL": 0.02}, nan_for=("RL", 0))
+    r = decay_ratios(dec, n_boot=0, by_benchmark=True)
+    assert set(r["benchmark"]) == {"all", "b1", "b2"}
+    row = r[(r.benchmark == "all") & (r.metric == "degree") & (r.comparison == "RL/Base")].iloc[0]
+    assert row["n_problems"] == 4  # the problem with a NaN beta is dropped from both sides
+    assert row["ratio"] == pytest.approx(np.median(0.01 * np.array([0.9, 1.0, 1.1, 1.2])) /
+                                         np.median(0.02 * np.array([0.9, 1.0, 1.1, 1.2])))
+    assert not row["agrees"] and math.isnan(row["ci_low"])
+    assert not r[(r.benchmark == "all") & (r.comparison == "SFT/Base")]["agrees"].any()
+    g = geomean_ratios(r)
+    assert g.set_index("comparison").loc["RL/Base", "ratio_geomean"] == pytest.approx(0.5)
+    missing = decay_ratios(dec[dec.variant != "SFT+RL"], n_boot=0)
+    assert missing[missing.comparison == "SFT+RL/SFT"]["agrees"].isna().all()
+    with pytest.raises(ValueError, match="duplicate"):
+        decay_ratios(pd.concat([dec, dec]))
+
+
+def test_seed_spread(tmp_path):
+    spread = seed_spread(_toy_samples(), None, get_embedder("tfidf-char", dim=8), tmp_path, k=5,
+                         seeds=(0, 1), progress=False)
+    assert sorted(spread["clustering_seed"].unique()) == [0, 1]
+    assert len(spread) == 2 * 3 * 3
+    s = summarize_seed_spread(spread)
+    ok = s.dropna(subset=["ratio_min"])
+    assert (s["n_seeds"] == 2).all() and len(ok) > 0 and (ok["ratio_min"] <= ok["ratio_max"]).all()
+    again = seed_spread(_toy_samples(), None, get_embedder("tfidf-char", dim=8), tmp_path, k=5,
+                        seeds=(0, 1), progress=False)
+    pd.testing.assert_frame_equal(spread, again)

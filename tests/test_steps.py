@@ -1,0 +1,225 @@
+"""Tests of rlsft.steps: segmentation, embedders, the embedding cache, K-means nodes, the step table."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rlsft import VARIANTS  # noqa: E402
+from rlsft.steps import (  # noqa: E402
+    EmbedderUnavailableError,
+    cluster_steps,
+    embed_unique,
+    get_embedder,
+    segment,
+    step_table,
+)
+
+
+class CountingEmbedder:
+    """A fake embedder: 3-dim features of the text, counting the texts it is asked to encode."""
+
+    name = "fake-counting"
+    normalize = False
+    batch_size = 4
+
+    def __init__(self):
+        self.calls, self.seen = 0, []
+
+    def encode(self, texts):
+        self.calls += 1
+        self.seen.extend(texts)
+        return np.array([[len(t), t.count("o"), sum(map(ord, t)) % 97] for t in texts], dtype=np.float32)
+
+
+def toy_samples(n_samples: int = 6, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    hops = ["From amber go to birch.", "Move from birch to cedar.", "Take the road from cedar to delta.",
+            "Dead end at delta, back to cedar.", "Path so far: amber birch cedar.", "Reached delta."]
+    rows = []
+    for v_i, variant in enumerate(VARIANTS):
+        for problem in ("p0", "p1"):
+            for s in range(n_samples):
+                n = int(rng.integers(2, 6))
+                text = "\n".join(hops[int(j)] for j in rng.integers(0, len(hops) - v_i % 2, size=n))
+                rows.append(dict(family="toy", variant=variant, benchmark="b", problem=problem, sample=s,
+                                 text=text, correct=bool(s % 2)))
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------- segment
+
+
+def test_segment_sentences_and_short_fragments():
+    text = "First, add both sides. Then divide!  Ok.\n\nIs it 3.5? Yes.\n  ab  \nSo x = 2."
+    assert segment(text) == ["First, add both sides.", "Then divide!", "Is it 3.5?", "So x = 2."]
+    # min_chars: fragments of <= min_chars characters are dropped
+    assert segment("Yes. Fine.", min_chars=3) == ["Yes.", "Fine."]
+    assert segment("Yes. Fine.", min_chars=4) == ["Fine."]
+    assert segment("") == [] and segment("\n\n") == []
+
+
+def test_segment_latex_kept_together():
+    text = r"We have $a. B$ here. Also \(x. Y\) there. And \[u. V\] too."
+    assert segment(text) == [r"We have $a. B$ here.", r"Also \(x. Y\) there.", r"And \[u. V\] too."]
+    multi = "Compute the sum.\n\\[\n1 + 2. Then\n= 3.\n\\]\nThat is all."
+    assert segment(multi) == ["Compute the sum.", r"\[ 1 + 2. Then = 3. \]", "That is all."]
+    env = "Solve:\n\\begin{align}\nx &= 1. Y \\\\\ny &= 2.\n\\end{align}\nDone here."
+    assert segment(env)[1].startswith(r"\begin{align}") and segment(env)[1].endswith(r"\end{align}")
+    # currency is not math (pandoc's rule for inline $)
+    assert segment("It costs $5. Then $6 more.") == ["It costs $5.", "Then $6 more."]
+    # an unclosed block is not allowed to swallow the text
+    assert segment("Start.\n$$ x = 1\nNext line here.") == ["Start.", "$$ x = 1", "Next line here."]
+
+
+def test_segment_abbreviations_and_enumerators():
+    assert segment("Use e.g. the sum. See Fig. 3 for it. J. Smith said so.") == \
+        ["Use e.g. the sum.", "See Fig. 3 for it.", "J. Smith said so."]
+    assert segment("1. Expand the square.\n(b) Collect terms now.") == \
+        ["1. Expand the square.", "(b) Collect terms now."]
+
+
+def test_segment_line_rule_mask_and_determinism():
+    text = "Step one. Step two.\nStep 12 of 345."
+    assert segment(text, rule="line") == ["Step one. Step two.", "Step 12 of 345."]
+    assert segment(text, mask_digits=True) == ["Step one.", "Step two.", "Step 0 of 0."]
+    assert segment(text) == segment(text)
+    with pytest.raises(ValueError, match="rule"):
+        segment(text, rule="word")
+    with pytest.raises(ValueError, match="str"):
+        segment(None)
+
+
+# ---------------------------------------------------------------------------------------- embedders
+
+
+def test_embed_unique_dedups_and_caches(tmp_path):
+    texts = ["aa b", "cc o", "aa b", "dd oo", "cc o", "aa b"]
+    emb = CountingEmbedder()
+    u, e, inv = embed_unique(texts, emb, tmp_path, progress=False)
+    assert u == ["aa b", "cc o", "dd oo"]
+    assert sorted(emb.seen) == sorted(u)  # each distinct text encoded exactly once
+    assert [u[i] for i in inv] == texts
+    assert e.dtype == np.float32 and e.shape == (3, 3)
+    assert list(tmp_path.glob("*/chunk-*.npz"))
+
+    again = CountingEmbedder()
+    u2, e2, inv2 = embed_unique(texts, again, tmp_path, progress=False)
+    assert again.calls == 0 and u2 == u and np.array_equal(e2, e) and np.array_equal(inv2, inv)
+
+    more = CountingEmbedder()
+    _, e3, _ = embed_unique(texts + ["new one"], more, tmp_path, progress=False)
+    assert more.seen == ["new one"] and np.array_equal(e3[:3], e)
+
+    normed = CountingEmbedder()
+    normed.normalize = True  # another cache namespace
+    embed_unique(texts, normed, tmp_path, progress=False)
+    assert normed.calls > 0
+
+
+def test_embed_unique_batches_and_chunks(tmp_path):
+    texts = [f"text number {i}" for i in range(10)]
+    emb = CountingEmbedder()
+    _, e, _ = embed_unique(texts, emb, tmp_path, chunk_size=4, progress=False)
+    assert emb.calls == 3 and e.shape == (10, 3)  # batches of 4 (batch_size), chunks of 4
+    assert len(list(tmp_path.glob("*/chunk-*.npz"))) == 3
+    with pytest.raises(ValueError, match="sequence"):
+        embed_unique("one string", emb, None)
+
+
+def test_tfidf_embedder_deterministic_and_cached(tmp_path):
+    emb = get_embedder("tfidf-char", dim=16)
+    texts = [f"Move from place{i % 7} to place{(i * 3) % 7}." for i in range(40)]
+    a = emb.encode(texts)
+    assert a.shape == (40, 16) and a.dtype == np.float32
+    assert np.array_equal(a, get_embedder("tfidf-char", dim=16).encode(texts))
+    u, e1, _ = embed_unique(texts, emb, tmp_path, progress=False)
+    _, e2, _ = embed_unique(texts, emb, tmp_path, progress=False)
+    assert np.array_equal(e1, e2) and len(list(tmp_path.glob("*/chunk-*.npz"))) == 1
+    # a different corpus gets its own namespace (tf-idf is fitted on what it encodes)
+    embed_unique(texts[:5], emb, tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*/chunk-*.npz"))) == 2
+
+
+def test_unavailable_model_names_fix():
+    with pytest.raises(EmbedderUnavailableError, match="hf download BAAI/no-such-model"):
+        get_embedder("BAAI/no-such-model")
+    with pytest.raises(ValueError):
+        get_embedder("")
+
+
+def test_minilm_offline_384():
+    emb = get_embedder("all-MiniLM-L6-v2")
+    out = emb.encode(["From amber go to birch.", "Reached delta."])
+    assert emb.name == "all-MiniLM-L6-v2"
+    assert out.shape == (2, 384) and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+# ---------------------------------------------------------------------------------------- K-means
+
+
+def test_cluster_steps_seeded_capped_and_weighted():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.1, size=(30, 5)) for c in (0, 3, 6)])
+    l1, c1 = cluster_steps(X, k=3, seed=1)
+    l2, c2 = cluster_steps(X, k=3, seed=1)
+    assert np.array_equal(l1, l2) and np.array_equal(c1, c2)
+    assert len(set(l1[:30])) == len(set(l1[30:60])) == 1 and len(set(l1)) == 3
+    assert l1[0] == 0  # labels numbered by first appearance
+    # K capped at the number of distinct points
+    Y = np.repeat(X[:4], 5, axis=0)
+    lab, C = cluster_steps(Y, k=50)
+    assert C.shape == (4, 5) and len(set(lab)) == 4
+    # cosine: scaled copies are one point
+    lab, C = cluster_steps(np.array([[1.0, 0], [2.0, 0], [0, 1.0]]), k=3, metric="cosine")
+    assert lab.tolist() == [0, 0, 1] and np.allclose(np.linalg.norm(C, axis=1), 1)
+    with pytest.raises(ValueError, match="k must"):
+        cluster_steps(X, k=0)
+    with pytest.raises(ValueError, match="metric"):
+        cluster_steps(X, k=2, metric="manhattan")
+    with pytest.raises(ValueError, match="non-empty"):
+        cluster_steps(np.zeros((0, 3)), k=2)
+
+
+def test_cluster_minibatch_path_is_seeded():
+    X = np.random.default_rng(1).normal(size=(400, 4))
+    a = cluster_steps(X, k=5, seed=3, minibatch_above=100)
+    b = cluster_steps(X, k=5, seed=3, minibatch_above=100)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+# ---------------------------------------------------------------------------------------- step table
+
+
+def test_step_table_pooled_shared_nodes_and_deterministic(tmp_path):
+    samples = toy_samples()
+    emb = CountingEmbedder()
+    df, C = step_table(samples, {"min_chars": 5}, emb, tmp_path, k=4, seed=0, progress=False)
+    assert list(df.columns[:8]) == ["family", "variant", "benchmark", "problem", "sample", "step_idx",
+                                    "text", "node"]
+    assert set(C) == {("toy", "b", "p0"), ("toy", "b", "p1")}
+    assert (df["node"] >= 0).all() and df["node"].max() < 4
+    # one clustering per problem shared by the variants: the same text gets the same node
+    per_text = df.groupby(["problem", "text"])["node"].nunique()
+    assert (per_text == 1).all()
+    assert set(df["variant"]) == set(VARIANTS)
+    info = df.attrs["clustering"]
+    assert {i["k_used"] for i in info} == {4} and all(i["variants"] for i in info)
+
+    calls_before = emb.calls
+    df2, C2 = step_table(samples, {"min_chars": 5}, emb, tmp_path, k=4, seed=0, progress=False)
+    assert emb.calls == calls_before  # all embeddings from the cache
+    pd.testing.assert_frame_equal(df, df2)
+    assert all(np.array_equal(C[key], C2[key]) for key in C)
+
+    dfb, Cb = step_table(samples, None, emb, tmp_path, k=100, scope="benchmark", progress=False)
+    assert set(Cb) == {("toy", "b")}
+    assert Cb[("toy", "b")].shape[0] == dfb["text"].nunique()  # K capped at distinct steps
+    with pytest.raises(ValueError, match="scope"):
+        step_table(samples, None, emb, tmp_path, k=4, scope="dataset", progress=False)
+    with pytest.raises(ValueError, match="lack columns"):
+        step_table(samples.drop(columns="text"), None, emb, tmp_path, k=4, progress=False)
