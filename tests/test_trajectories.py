@@ -309,6 +309,8 @@ def test_unique_trajectories_counts_and_cache(tmp_path, monkeypatch):
     assert list(labels.columns) == ["family", "variant", "benchmark", "problem", "sample", "correct", "cluster",
                                     "cluster_size"]
     assert len(labels) == len(samples) and (labels["cluster_size"] == 3).all()
+    merged = labels.merge(samples, on=["family", "variant", "benchmark", "problem", "sample", "correct"])
+    assert len(merged) == len(samples)
     k = labels.groupby(["variant", "problem", "correct"])["cluster"].nunique()
     for (variant, problem, correct), n in k.items():
         assert n == plan[(variant, problem)][0 if correct else 1]

@@ -54,10 +54,17 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
+def profile_path(name: str) -> Path:
+    """``profiles/<name>.yaml``, or ``name`` itself when it is a path to a YAML file."""
+    if name.endswith((".yaml", ".yml")):
+        return Path(name).expanduser().resolve()
+    return PROFILE_DIR / f"{name}.yaml"
+
+
 def _read(name: str) -> dict:
-    path = PROFILE_DIR / f"{name}.yaml"
+    path = profile_path(name)
     if not path.exists():
-        raise ConfigError(f"unknown profile {name!r}: no file {path.relative_to(REPO_ROOT)}; "
+        raise ConfigError(f"unknown profile {name!r}: no file {path}; "
                           f"available profiles: {', '.join(available_profiles())}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
@@ -95,7 +102,8 @@ def load_profile(name: str, validate: bool = True) -> dict:
             data["extends"] = pdata["extends"]
         elif "extends" not in pdata:
             data.pop("extends", None)
-    data["name"] = name
+    data["name"] = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+    data["path"] = str(profile_path(name))
     data["chain"] = chain
     data.setdefault("seed", 0)
     data.setdefault("device", "cpu")
@@ -115,7 +123,7 @@ def _unknown(where: str, keys, allowed) -> None:
 def validate_profile(p: dict) -> None:
     """Raise ``ConfigError`` on anything a run would trip over later."""
     name = p.get("name", "?")
-    _unknown(f"profile {name!r}", [k for k in p if k not in ("name", "chain")], TOP_KEYS)
+    _unknown(f"profile {name!r}", [k for k in p if k not in ("name", "chain", "path")], TOP_KEYS)
     if p.get("device") not in ("cpu", "cuda", "auto"):
         raise ConfigError(f"profile {name!r}: device must be cpu, cuda or auto, got {p.get('device')!r}")
     fams = p.get("families") or {}

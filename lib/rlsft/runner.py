@@ -168,7 +168,7 @@ def run(argv: list[str] | None = None) -> int:
             if key is None:
                 raise C.ConfigError(f"stage {info.stage!r} needs the outputs of {list(info.inputs)}, "
                                     f"which are not computed yet: run them first (e.g. drop --only/--from)")
-            ok, why = store.fresh(info.stage, key)
+            ok, why = store.fresh(info.stage, key, parts)
             if ok and not args.force:
                 log.info("stage %-14s skipped: %s", info.stage, why)
                 continue
@@ -208,7 +208,7 @@ def execute(info, profile: dict, params: dict, root: Path, kernel: str) -> None:
             try:
                 pm.execute_notebook(str(info.path), str(tmp), kernel_name=kernel, log_output=True,
                                     progress_bar=False, cwd=str(info.path.parent),
-                                    parameters={"profile": profile["name"],
+                                    parameters={"profile": profile["path"] if profile["path"] != str(C.PROFILE_DIR / f"{profile['name']}.yaml") else profile["name"],
                                                 "results_root": str(root.parent), **params})
             except pm.PapermillExecutionError as exc:
                 failed = out.with_name(out.stem + ".failed.ipynb")

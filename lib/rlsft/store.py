@@ -95,14 +95,15 @@ class Store:
         rec = self.load()["stages"].get(stage)
         return rec["digest"] if rec else None
 
-    def fresh(self, stage: str, key: str) -> tuple[bool, str]:
+    def fresh(self, stage: str, key: str, parts: dict | None = None) -> tuple[bool, str]:
         """Whether ``stage`` can be skipped, and why (or why not)."""
         rec = self.load()["stages"].get(stage)
         if rec is None:
             return False, "never run"
         if rec.get("key") != key:
-            changed = rec.get("key_parts", {})
-            return False, f"inputs, parameters or code changed ({', '.join(changed) or 'key'})"
+            old = rec.get("key_parts", {})
+            changed = sorted(k for k in set(old) | set(parts or {}) if old.get(k) != (parts or {}).get(k))
+            return False, f"changed: {', '.join(changed) or 'cache key'}"
         for rel, sha in rec.get("outputs", {}).items():
             p = self.root / rel
             if not p.exists():

@@ -505,6 +505,7 @@ def _check_samples(samples, text_column: str):
     if missing:
         raise ValueError(f"samples lacks columns {missing}; expected {need}")
     d = samples[need].copy()
+    d["_problem_in"] = d["problem"]          # as given, so cluster_labels merges back onto samples
     d["problem"] = d["problem"].astype(str)
     if d[text_column].isna().any():
         raise ValueError(f"{int(d[text_column].isna().sum())} samples have no {text_column!r}; "
@@ -597,8 +598,9 @@ def cluster_labels(samples, cache_dir, threshold: float = 60.0, n_jobs: int = 1,
     """Per-sample UPGMA cluster within (family, variant, benchmark, problem, correct).
 
     Same matrices (and cache) as :func:`unique_trajectories`. Columns: family, variant, benchmark,
-    problem, sample, correct, cluster (0..k-1 within its group and correctness, in order of first
-    appearance by sample), cluster_size; so a notebook can print one example per cluster.
+    problem (values as in ``samples``, so the result merges back onto it), sample, correct, cluster
+    (0..k-1 within its group and correctness, in order of first appearance by sample),
+    cluster_size; so a notebook can print one example per cluster.
     """
     import pandas as pd
 
@@ -612,6 +614,7 @@ def cluster_labels(samples, cache_dir, threshold: float = 60.0, n_jobs: int = 1,
             if idx.size:
                 labels[idx] = count_unique(chrf=C[np.ix_(idx, idx)], threshold=threshold, return_labels=True)[1]
         part = g[list(SAMPLE_COLUMNS)].copy()
+        part["problem"] = g["_problem_in"].to_numpy()
         part["cluster"] = labels
         parts.append(part)
     cols = list(SAMPLE_COLUMNS) + ["cluster", "cluster_size"]
