@@ -42,7 +42,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 TOP_KEYS = {"description", "extends", "seed", "device", "benchmark_folder", "families", "stages"}
 FAMILY_KEYS = {"label", "prompt", "variants", "size"}
 PROMPT_KEYS = {"style", "system", "user"}
-VARIANT_KEYS = {"recipe", "from", "model", "revision", "tensor_parallel_size", "max_model_len", "dtype"}
+VARIANT_KEYS = {"recipe", "from", "model", "revision", "tensor_parallel_size", "max_model_len", "dtype", "prompt"}
 RECIPES = {"pretrain", "sft", "grpo"}
 
 

@@ -174,7 +174,8 @@ def run(argv: list[str] | None = None) -> int:
                 continue
             log.info("stage %-14s running %s (%s)", info.stage, info.path.name, "forced" if args.force else why)
             t0 = time.time()
-            execute(info, profile, params, store.root, kernel)
+            with PeakMemory() as mem:
+                execute(info, profile, params, store.root, kernel)
             wall = time.time() - t0
             outputs = store.outputs(info.outputs)
             if not outputs:
@@ -183,6 +184,7 @@ def run(argv: list[str] | None = None) -> int:
             store.record(info.stage, key, parts, outputs, {
                 "notebook": str(info.path.relative_to(C.REPO_ROOT)), "parameters": params,
                 "seed": profile.get("seed"), "git_commit": git_commit(), "wall_time_s": round(wall, 2),
+                "peak_rss_mb": mem.peak_mb,
                 "package_versions": package_versions(), "kind": info.kind})
             log.info("stage %-14s done in %.1f s (%d artifacts)", info.stage, wall, len(outputs))
     log.info("all selected stages done in %.1f s; results in %s", time.time() - total, store.root)
@@ -222,6 +224,40 @@ def execute(info, profile: dict, params: dict, root: Path, kernel: str) -> None:
 
 class StageFailed(RuntimeError):
     pass
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process's children (the notebook kernel) while a stage runs."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.peak_mb, self._stop = interval, 0.0, None
+
+    def _poll(self):
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.interval):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = round(self.peak_mb, 1)
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

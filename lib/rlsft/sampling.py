@@ -275,3 +275,85 @@ def make_verifier(task: str, data_dir: Path) -> Callable:
 
         return verify
     raise ValueError(f"unknown task {task!r}: use 'navigation' or 'benchmarks'")
+
+
+def select_shard(problems, shard: str | None):
+    """Rows of ``problems`` in shard ``"i/n"`` (every n-th problem from i); all rows for None.
+
+    >>> import pandas as pd
+    >>> select_shard(pd.DataFrame({"problem": list("abcde")}), "1/2")["problem"].tolist()
+    ['b', 'd']
+    """
+    if not shard:
+        return problems
+    try:
+        i, n = (int(x) for x in str(shard).split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise ValueError(f"shard must look like 'i/n' with 0 <= i < n, got {shard!r}") from None
+    return problems.iloc[i::n]
+
+
+def sample_profile(profile: dict, root: Path, params: dict, problems, *, shard: str | None = None):
+    """Sample every variant of every family of a profile on ``problems`` (the sample stage's loop).
+
+    ``params`` are the stage's parameters (backend, M, temperature, top_p, max_new_tokens,
+    batch_size, chunk, task). With ``shard="i/n"`` only that shard of the problems is sampled
+    (scale-out: run one shard per GPU or machine on a shared results folder, then run the stage
+    once more without a shard to merge; finished problems are never sampled twice).
+    Returns ``{(family, variant): DataFrame}`` for the problems sampled or already on disk.
+    """
+    from . import VARIANTS
+    from .models import resolve
+
+    sp = SamplingParams(n=params["M"], temperature=params["temperature"], top_p=params["top_p"],
+                        max_new_tokens=params["max_new_tokens"], seed=int(profile.get("seed", 0)))
+    verifier = make_verifier(params["task"], Path(root) / "data")
+    subset = select_shard(problems, shard)
+    out = {}
+    for fam, fspec in profile["families"].items():
+        for v in VARIANTS:
+            path, rev = resolve(profile, root, fam, v)
+            vspec = fspec["variants"][v]
+
+            def factory(path=path, rev=rev, vspec=vspec):
+                return make_backend(params["backend"], path, rev, device=profile.get("device", "cpu"),
+                                    seed=int(profile.get("seed", 0)), batch_size=params["batch_size"],
+                                    tensor_parallel_size=vspec.get("tensor_parallel_size", 1),
+                                    max_model_len=vspec.get("max_model_len"))
+
+            out[(fam, v)] = sample_model(
+                family=fam, variant=v, backend_factory=factory, problems=subset,
+                prompt_spec=vspec.get("prompt", fspec.get("prompt")), params=sp, verifier=verifier,
+                shard_dir=Path(root) / "samples" / ".shards" / fam / v.replace("+", "_"),
+                fingerprint=model_fingerprint(path, rev), chunk=params["chunk"])
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m rlsft.sampling --profile NAME --shard i/n``: sample one shard of the problems."""
+    import argparse
+
+    import pandas as pd
+
+    from .config import REPO_ROOT, load_profile
+    from .notebooks import effective_params
+
+    ap = argparse.ArgumentParser(prog="python -m rlsft.sampling", description=main.__doc__)
+    ap.add_argument("--profile", default="organism")
+    ap.add_argument("--shard", required=True, help="i/n: this worker's share of the problems")
+    ap.add_argument("--results", default=str(REPO_ROOT / "results"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    profile = load_profile(args.profile)
+    root = Path(args.results) / profile["name"]
+    problems_file = root / "data" / "problems.parquet"
+    if not problems_file.exists():
+        raise SystemExit(f"no {problems_file}: run `./run_all.sh --profile {args.profile} --only data` first")
+    sample_profile(profile, root, effective_params(profile, "samples"), pd.read_parquet(problems_file),
+                   shard=args.shard)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

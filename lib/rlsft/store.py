@@ -115,7 +115,7 @@ class Store:
     def record(self, stage: str, key: str, key_parts: dict, outputs: dict, meta: dict) -> dict:
         """Record a finished stage and its artifacts (atomically rewrites the manifest)."""
         man = self.load()
-        digest = sha256_text(key, *[f"{k}={v}" for k, v in sorted(outputs.items())])
+        digest = sha256_text(*[f"{k}={v}" for k, v in sorted(outputs.items())])  # content only
         rec = {"key": key, "key_parts": key_parts, "outputs": outputs, "digest": digest,
                "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **meta}
         man["stages"][stage] = rec
