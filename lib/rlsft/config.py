@@ -7,7 +7,7 @@ and the fix.
 Layout of a profile::
 
     description: "..."
-    extends: organism          # optional
+    extends: organism          # optional; families merge with the parent's, `<family>: null` drops one
     seed: 0
     device: cpu                # cpu | cuda | auto
     benchmark_folder: null     # offline JSONL copies of the paper's benchmarks (or null: the hub)
@@ -18,6 +18,7 @@ Layout of a profile::
         variants:
           Base:   {recipe: pretrain}                  # trained by the train stage, or
           RL:     {model: org/id, revision: abc123}   # a hub id or a local path
+          SFT:    {model: org/id, prompt: {...}}      # a variant's prompt replaces the family's
     stages:
       <stage>: {<parameter>: <value>, ...}            # injected into that stage's notebook
 
@@ -102,6 +103,9 @@ def load_profile(name: str, validate: bool = True) -> dict:
             data["extends"] = pdata["extends"]
         elif "extends" not in pdata:
             data.pop("extends", None)
+    # a family set to null (``families: {organism: null}``) removes an inherited family
+    if isinstance(data.get("families"), dict):
+        data["families"] = {k: v for k, v in data["families"].items() if v is not None}
     data["name"] = Path(name).stem if name.endswith((".yaml", ".yml")) else name
     data["path"] = str(profile_path(name))
     data["chain"] = chain
@@ -120,6 +124,15 @@ def _unknown(where: str, keys, allowed) -> None:
         raise ConfigError(f"{where}: unknown key(s) {bad}; allowed keys: {sorted(allowed)}")
 
 
+def _check_prompt(where: str, prompt) -> None:
+    if prompt is not None and not isinstance(prompt, dict):
+        raise ConfigError(f"{where}: prompt must be a mapping like {{style: raw, user: '{{question}}'}}")
+    _unknown(f"{where}, prompt", prompt or {}, PROMPT_KEYS)
+    style = (prompt or {}).get("style", "raw")
+    if style not in ("raw", "chat"):
+        raise ConfigError(f"{where}: prompt.style must be 'raw' or 'chat', got {style!r}")
+
+
 def validate_profile(p: dict) -> None:
     """Raise ``ConfigError`` on anything a run would trip over later."""
     name = p.get("name", "?")
@@ -134,10 +147,7 @@ def validate_profile(p: dict) -> None:
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: must be a mapping with 'variants'")
         _unknown(where, spec, FAMILY_KEYS)
-        _unknown(f"{where}, prompt", spec.get("prompt") or {}, PROMPT_KEYS)
-        style = (spec.get("prompt") or {}).get("style", "raw")
-        if style not in ("raw", "chat"):
-            raise ConfigError(f"{where}: prompt.style must be 'raw' or 'chat', got {style!r}")
+        _check_prompt(where, spec.get("prompt"))
         variants = spec.get("variants") or {}
         bad = sorted(set(variants) - set(VARIANTS))
         if bad:
@@ -150,6 +160,8 @@ def validate_profile(p: dict) -> None:
             if not isinstance(vs, dict):
                 raise ConfigError(f"{vwhere}: must be a mapping like {{recipe: pretrain}} or {{model: org/id}}")
             _unknown(vwhere, vs, VARIANT_KEYS)
+            if "prompt" in vs:  # a variant's own prompt replaces the family's
+                _check_prompt(vwhere, vs["prompt"])
             if ("recipe" in vs) == ("model" in vs):
                 raise ConfigError(f"{vwhere}: give exactly one of 'recipe' (train it) or 'model' (hub id or path)")
             if "recipe" in vs:

@@ -27,9 +27,18 @@ def _cached(model_id: str, revision: str | None) -> bool:
         return False
 
 
+def is_local_path(model: str) -> bool:
+    """Whether ``model`` is written as a local path (``/``, ``~`` or ``.`` first), not a hub id.
+
+    >>> is_local_path("~/models/x"), is_local_path("Qwen/Qwen2.5-Math-1.5B")
+    (True, False)
+    """
+    return str(model).startswith(("/", "~", "."))
+
+
 def available(spec: dict) -> bool:
     model = spec["model"]
-    if Path(model).expanduser().exists():
+    if Path(model).expanduser().exists() or is_local_path(model):
         return (Path(model).expanduser() / "config.json").exists()
     return _cached(model, spec.get("revision"))
 
@@ -50,6 +59,9 @@ def download_hint(entry: str) -> str:
     'hf download Qwen/Qwen2.5-Math-1.5B --revision abc'
     """
     model, _, rev = entry.partition("@")
+    if is_local_path(model):
+        return (f"{model} is a local path, not a hub id, and holds no model (config.json): put a "
+                f"checkpoint there yourself (the profile's comments say what it should be)")
     return f"hf download {model}" + (f" --revision {rev}" if rev else "")
 
 

@@ -180,9 +180,9 @@ def pretrain(model, tokenizer, docs: list[str], *, epochs: float = 4.0, batch_si
         tokens += int(mask.sum())
         bar.update(1)
         if step % log_every == 0 or step == n_steps:
-            logs.append({"step": step, "epoch": step * batch_size / len(enc), "loss": float(loss),
+            logs.append({"step": step, "epoch": step * batch_size / len(enc), "loss": float(loss.detach()),
                          "lr": sched.get_last_lr()[0], "tokens": tokens, "seconds": time.time() - t0})
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     model.eval()
     return logs

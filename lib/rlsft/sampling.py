@@ -108,15 +108,29 @@ def build_prompt(question: str, prompt_spec: dict | None, tokenizer=None) -> str
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def resolved_commit(model_id: str, revision: str | None) -> str | None:
+    """The commit hash of the cached snapshot of a hub model (its HF-cache folder name), or None
+    when it is not in the local cache. Resolves branch names and an unset revision (``main``)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        snap = snapshot_download(model_id, revision=revision, local_files_only=True,
+                                 allow_patterns=["config.json"])
+        return Path(snap).name
+    except Exception:  # noqa: BLE001 - not cached: no commit to report
+        return None
+
+
 def model_fingerprint(path: str, revision: str | None) -> str:
-    """Identity of a model for cache keys: the weights' sha256 for a local folder, else id@revision."""
+    """Identity of a model for cache keys: the weights' sha256 for a local folder, else
+    ``id@commit`` with the commit of the cached snapshot (``id@revision`` when not cached)."""
     from .io import sha256_file, sha256_text
 
     p = Path(path)
     if p.is_dir():
         files = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
         return sha256_text(*[sha256_file(f) for f in files]) if files else sha256_text(str(p.resolve()))
-    return f"{path}@{revision or 'main'}"
+    return f"{path}@{resolved_commit(path, revision) or revision or 'main'}"
 
 
 class TransformersBackend:
@@ -188,12 +202,13 @@ class VLLMBackend:
 
 
 def make_backend(name: str, path: str, revision: str | None, *, device: str = "cpu", seed: int = 0,
-                 tensor_parallel_size: int = 1, max_model_len: int | None = None, batch_size: int = 256):
+                 tensor_parallel_size: int = 1, max_model_len: int | None = None, batch_size: int = 256,
+                 dtype: str = "auto"):
     if name == "transformers":
         return TransformersBackend(path, revision, device=device, batch_size=batch_size)
     if name == "vllm":
         return VLLMBackend(path, revision, tensor_parallel_size=tensor_parallel_size,
-                           max_model_len=max_model_len, seed=seed)
+                           max_model_len=max_model_len, dtype=dtype, seed=seed)
     raise ValueError(f"unknown sampling backend {name!r}: use 'transformers' or 'vllm'")
 
 
@@ -298,7 +313,8 @@ def sample_profile(profile: dict, root: Path, params: dict, problems, *, shard: 
     """Sample every variant of every family of a profile on ``problems`` (the sample stage's loop).
 
     ``params`` are the stage's parameters (backend, M, temperature, top_p, max_new_tokens,
-    batch_size, chunk, task). With ``shard="i/n"`` only that shard of the problems is sampled
+    batch_size, chunk, task). Writes ``<root>/samples/models.json``: per variant the model entry,
+    the path or hub id, the requested revision and the resolved commit of the cached snapshot. With ``shard="i/n"`` only that shard of the problems is sampled
     (scale-out: run one shard per GPU or machine on a shared results folder, then run the stage
     once more without a shard to merge; finished problems are never sampled twice).
     Returns ``{(family, variant): DataFrame}`` for the problems sampled or already on disk.
@@ -310,23 +326,32 @@ def sample_profile(profile: dict, root: Path, params: dict, problems, *, shard: 
                         max_new_tokens=params["max_new_tokens"], seed=int(profile.get("seed", 0)))
     verifier = make_verifier(params["task"], Path(root) / "data")
     subset = select_shard(problems, shard)
-    out = {}
+    out, records = {}, []
     for fam, fspec in profile["families"].items():
         for v in VARIANTS:
             path, rev = resolve(profile, root, fam, v)
             vspec = fspec["variants"][v]
+            fingerprint = model_fingerprint(path, rev)
+            records.append({"family": fam, "variant": v, "model": vspec.get("model", f"recipe {vspec.get('recipe')}"),
+                            "path": path, "revision": rev,
+                            "resolved_commit": None if Path(path).is_dir() else resolved_commit(path, rev),
+                            "max_model_len": vspec.get("max_model_len"), "fingerprint": fingerprint})
 
             def factory(path=path, rev=rev, vspec=vspec):
                 return make_backend(params["backend"], path, rev, device=profile.get("device", "cpu"),
                                     seed=int(profile.get("seed", 0)), batch_size=params["batch_size"],
                                     tensor_parallel_size=vspec.get("tensor_parallel_size", 1),
-                                    max_model_len=vspec.get("max_model_len"))
+                                    max_model_len=vspec.get("max_model_len"), dtype=vspec.get("dtype", "auto"))
 
             out[(fam, v)] = sample_model(
                 family=fam, variant=v, backend_factory=factory, problems=subset,
                 prompt_spec=vspec.get("prompt", fspec.get("prompt")), params=sp, verifier=verifier,
                 shard_dir=Path(root) / "samples" / ".shards" / fam / v.replace("+", "_"),
-                fingerprint=model_fingerprint(path, rev), chunk=params["chunk"])
+                fingerprint=fingerprint, chunk=params["chunk"])
+    # what each variant was sampled from (hub models: the resolved commit of the cached snapshot)
+    from .io import write_json
+
+    write_json(Path(root) / "samples" / "models.json", records)
     return out
 
 

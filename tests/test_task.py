@@ -1,0 +1,120 @@
+"""The organism's task: world, splits, writers and the step-replaying checker."""
+import random
+
+import pytest
+
+from rlsft import task as T
+
+
+@pytest.fixture(scope="module")
+def world():
+    return T.World.generate(n_places=20, out_degree=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def splits(world):
+    return T.make_splits(world, {"a": {"n": 10, "levels": [3]}, "b": {"n": 10, "levels": [2, 3]}}, seed=0)
+
+
+def test_world_is_strongly_connected_and_seeded(world):
+    assert all(len(world.distances_from(s)) == len(world.names) for s in world.names)
+    assert T.World.generate(n_places=20, out_degree=3, seed=3) == world
+    assert T.World.generate(n_places=20, out_degree=3, seed=4) != world
+
+
+@pytest.mark.parametrize("bad", [dict(n_places=2), dict(n_places=999), dict(out_degree=0)])
+def test_world_rejects_bad_sizes(bad):
+    with pytest.raises(ValueError):
+        T.World.generate(**bad)
+
+
+def test_eval_sets_are_held_out_and_levelled(splits):
+    evals, train = splits
+    train_pairs = {(p.start, p.goal) for p in train}
+    seen = set()
+    for name, probs in evals.items():
+        for p in probs:
+            assert (p.start, p.goal) not in train_pairs
+            assert (p.start, p.goal) not in seen
+            seen.add((p.start, p.goal))
+    assert {p.level for p in evals["a"]} == {3}
+    assert {p.level for p in evals["b"]} == {2, 3}
+
+
+def test_every_teacher_trace_verifies(world, splits):
+    _, train = splits
+    rng = random.Random(0)
+    for p in train:
+        text = T.teacher_solution(world, p, rng)
+        extracted, ok = T.check(world, p, text)
+        assert ok, text
+        assert extracted.split()[0] == p.start and extracted.split()[-1] == p.goal
+
+
+def test_teacher_explores_many_routes_base_habit_one(world, splits):
+    _, train = splits
+    p = max(train, key=lambda q: q.level)
+    routes = {T.check(world, p, T.teacher_solution(world, p, random.Random(i)))[0] for i in range(32)}
+    habits = {T.check(world, p, T.base_attempt(world, p, random.Random(i), "habit"))[0] for i in range(32)}
+    assert len(habits) == 1 and len(routes) > 1
+
+
+@pytest.mark.parametrize("style", ["habit", "shortest"])
+def test_correct_base_styles_verify(world, splits, style):
+    _, train = splits
+    rng = random.Random(1)
+    assert all(T.check(world, p, T.base_attempt(world, p, rng, style))[1] for p in train)
+
+
+def test_hallucinated_roads_fail(world, splits):
+    _, train = splits
+    rng = random.Random(2)
+    assert not any(T.check(world, p, T.base_attempt(world, p, rng, "hallucinate"))[1] for p in train)
+
+
+def test_checker_rejects_wrong_answers(world, splits):
+    _, train = splits
+    p = train[0]
+    good = T.base_attempt(world, p, random.Random(0), "habit")
+    assert T.check(world, p, good)[1]
+    lines = good.splitlines()
+    route = lines[-1]
+    # a final route that skips the walked steps
+    assert not T.check(world, p, "\n".join(lines[:-1] + [f"Route: {p.start} {p.goal}."]))[1]
+    # a walk that stops short of the goal
+    assert not T.check(world, p, "\n".join(lines[:1] + [route]))[1]
+    # no route line at all
+    assert T.check(world, p, "\n".join(lines[:-1])) == (None, False)
+    # an invented road
+    a = p.start
+    fake = next(x for x in world.names if x not in world.edges[a] and x != a)
+    bad = f"From {a} go to {fake}, heading for {p.goal}.\nRoute: {a} {fake}."
+    assert T.replay(world, p, bad)["error"].startswith("no road")
+    # empty and garbage text
+    assert T.check(world, p, "") == (None, False)
+    assert T.check(world, p, "Route: banana.")[1] is False
+
+
+def test_backtracking_is_replayed(world, splits):
+    _, train = splits
+    p = next(q for q in train if q.level >= 2)
+    a, g = p.start, p.goal
+    wrong = next(b for b in world.edges[a])
+    right_route = world.shortest_paths(a, g)[0]
+    lines = [f"From {a} go to {wrong}, heading for {g}.", f"Dead end at {wrong}, back to {a}.", f"Path so far: {a}."]
+    lines += [f"From {x} go to {y}, heading for {g}." for x, y in zip(right_route, right_route[1:])]
+    lines += [f"Reached {g}.", f"Route: {' '.join(right_route)}."]
+    assert T.check(world, p, "\n".join(lines))[1]
+
+
+def test_task_data_is_seeded():
+    kw = dict(n_places=12, out_degree=3, world_seed=0, eval_sets={"e": {"n": 3, "levels": [2]}},
+              base_per_problem=2, base_styles=T.BASE_STYLES, teacher_per_problem=1, n_facts=1)
+    a, b = T.make_task_data(seed=0, **kw), T.make_task_data(seed=0, **kw)
+    assert a["base_corpus"].equals(b["base_corpus"]) and a["sft"].equals(b["sft"]) and a["eval"].equals(b["eval"])
+    c = T.make_task_data(seed=1, **kw)
+    assert not a["sft"].equals(c["sft"])
+
+
+def test_world_json_round_trip(world):
+    assert T.world_from_json(T.world_to_json(world)) == world
