@@ -313,10 +313,11 @@ def sample_profile(profile: dict, root: Path, params: dict, problems, *, shard: 
     """Sample every variant of every family of a profile on ``problems`` (the sample stage's loop).
 
     ``params`` are the stage's parameters (backend, M, temperature, top_p, max_new_tokens,
-    batch_size, chunk, task). Writes ``<root>/samples/models.json``: per variant the model entry,
-    the path or hub id, the requested revision and the resolved commit of the cached snapshot. With ``shard="i/n"`` only that shard of the problems is sampled
+    batch_size, chunk, task). With ``shard="i/n"`` only that shard of the problems is sampled
     (scale-out: run one shard per GPU or machine on a shared results folder, then run the stage
     once more without a shard to merge; finished problems are never sampled twice).
+    Writes ``<root>/samples/models.json``: per variant the model entry, the path or hub id, the
+    requested revision and the resolved commit of the cached snapshot.
     Returns ``{(family, variant): DataFrame}`` for the problems sampled or already on disk.
     """
     from . import VARIANTS

@@ -1,0 +1,65 @@
+"""Sampling throughput of the transformers backend on the organism (and vLLM where a GPU is present).
+
+    python benchmarks/bench_sampling.py [--profile organism] [--problems 8] [--M 64]
+
+Uses the trained Base model of the profile (run ./run_all.sh first). Prints completions/s and
+tokens/s per backend and writes results/benchmarks/sampling.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from rlsft import io
+from rlsft.config import REPO_ROOT, load_profile
+from rlsft.models import resolve
+from rlsft.sampling import SamplingParams, build_prompt, make_backend
+
+
+def bench(backend_name: str, path: str, prompts: dict, params: SamplingParams) -> dict:
+    t0 = time.time()
+    backend = make_backend(backend_name, path, None)
+    load = time.time() - t0
+    prompts = {k: build_prompt(q, {"style": "raw", "user": "{question}"}, backend.tokenizer) for k, q in prompts.items()}
+    t0 = time.time()
+    out = backend.generate(prompts, params)
+    dt = time.time() - t0
+    n = sum(len(v) for v in out.values())
+    toks = sum(c.n_tokens for v in out.values() for c in v)
+    return {"backend": backend_name, "completions": n, "tokens": toks, "seconds": round(dt, 2),
+            "load_s": round(load, 2), "completions_per_s": round(n / dt, 1), "tokens_per_s": round(toks / dt, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="organism")
+    ap.add_argument("--problems", type=int, default=8)
+    ap.add_argument("--M", type=int, default=64)
+    ap.add_argument("--out", default=str(REPO_ROOT / "results" / "benchmarks" / "sampling.csv"))
+    args = ap.parse_args(argv)
+    profile = load_profile(args.profile)
+    root = REPO_ROOT / "results" / profile["name"]
+    fam = next(iter(profile["families"]))
+    path, _ = resolve(profile, root, fam, "Base")
+    problems = pd.read_parquet(root / "data" / "problems.parquet").head(args.problems)
+    prompts = dict(zip(problems["problem"], problems["prompt"]))
+    params = SamplingParams(n=args.M, temperature=0.6, top_p=0.95, max_new_tokens=160)
+    rows = [bench("transformers", path, prompts, params)]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            rows.append(bench("vllm", path, prompts, params))
+    except Exception as exc:  # noqa: BLE001 - report and carry on
+        print("vllm skipped:", exc)
+    df = pd.DataFrame(rows)
+    print(df.to_string(index=False))
+    io.write_csv(Path(args.out), df)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
