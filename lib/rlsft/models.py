@@ -43,12 +43,35 @@ def available(spec: dict) -> bool:
     return _cached(model, spec.get("revision"))
 
 
+def embedders(profile: dict) -> list[str]:
+    """The sentence-transformers models the step-level stages use (graphs, ablations)."""
+    from .notebooks import effective_params
+
+    names = []
+    try:
+        names.append(effective_params(profile, "graphs").get("embedder"))
+        names += [o.get("embedder") for o in (effective_params(profile, "ablations").get("ablations") or {}).values()]
+    except C.ConfigError:  # a stage without a notebook: nothing to check
+        pass
+    return sorted({n for n in names if n})
+
+
 def missing_models(profile: dict) -> list[str]:
-    """``["org/id@revision", ...]`` for hub models that are neither local paths nor cached."""
+    """``["org/id@revision", ...]`` for hub models that are neither local paths nor cached:
+    the variants' models and the embedders of the step-level stages."""
     out = []
     for _, _, spec in C.variant_specs(profile):
         if "model" in spec and not available(spec):
             out.append(spec["model"] + (f"@{spec['revision']}" if spec.get("revision") else ""))
+    from .steps import TFIDF, EmbedderUnavailableError, _resolve_st_path
+
+    for name in embedders(profile):
+        if name == TFIDF:
+            continue
+        try:
+            _resolve_st_path(name)
+        except EmbedderUnavailableError:
+            out.append(name)
     return sorted(set(out))
 
 
@@ -88,12 +111,16 @@ def plan_lines(profile: dict) -> list[str]:
 
     sp = effective_params(profile, "samples")
     n_problems = _n_problems(profile)
-    n_models = sum(1 for _ in C.variant_specs(profile))
+    specs = [spec for _, _, spec in C.variant_specs(profile)]
     if n_problems:
         m, cap = int(sp.get("M", 0) or 0), int(sp.get("max_new_tokens", 0) or 0)
-        total = n_models * n_problems * m
-        lines.append(f"generation: {n_models} models x {n_problems} problems x M={m} = {total:,} completions, "
-                     f"at most {total * cap:,} new tokens (cap {cap} per completion)")
+        total = len(specs) * n_problems * m
+        # a variant's max_model_len (its context) caps its completions below max_new_tokens
+        caps = [min(cap, int(s["max_model_len"])) if s.get("max_model_len") else cap for s in specs]
+        lines.append(f"generation: {len(specs)} models x {n_problems} problems x M={m} = {total:,} completions, "
+                     f"at most {sum(caps) * n_problems * m:,} new tokens (cap {cap} per completion"
+                     + (", less where a variant's max_model_len is smaller" if min(caps, default=cap) < cap else "")
+                     + ")")
     return lines
 
 

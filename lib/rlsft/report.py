@@ -45,7 +45,7 @@ from .io import read_json, sha256_file, write_json, write_text
 
 log = logging.getLogger("rlsft.report")
 
-REPORT_VERSION = "1"
+REPORT_VERSION = "2"
 """Bumped when the page rendering changes, so cached notebook pages are rendered again."""
 
 NOT_COMPUTED = "not computed yet"
@@ -275,7 +275,7 @@ def _nav(stem: str, title: str, with_code: bool, failed: bool, meta_line: str) -
 
 
 def _inject_nav(body: str, nav: str) -> str:
-    body = body.replace("</head>", _NAV_CSS + "\n</head>", 1)
+    body = body.replace("</head>", _NAV_CSS + _IMG_CHECK + "\n</head>", 1)
     m = re.search(r"<body[^>]*>", body)
     if not m:
         return nav + body
@@ -458,9 +458,14 @@ def summary_section(root: Path) -> str:
             f'<code>{_esc(rel)}</code></a>.</p>' + _html_table([c[1] for c in cols], rows))
 
 
+def _natural(p: Path):
+    """Sort key: fig2 before fig10 (numbers compared as numbers)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", p.name)]
+
+
 def figures_section(root: Path, man: dict | None, pages: list[dict]) -> str:
     folder = root / "figures"
-    pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    pngs = sorted(folder.glob("*.png"), key=_natural) if folder.is_dir() else []
     if not pngs:
         return f'<p class="missing">{NOT_COMPUTED}: no figures in <code>figures/</code>.</p>'
     artifacts = (man or {}).get("artifacts") or {}
@@ -587,6 +592,12 @@ window.addEventListener("load", function () {
   root.setAttribute("data-images-checked", "1");
   if (broken.length) {
     var n = document.getElementById("broken-images");
+    if (!n) {
+      n = document.createElement("p");
+      n.id = "broken-images";
+      n.style.cssText = "background:#fff8c5;border:1px solid #d4a72c;padding:6px 10px";
+      document.body.insertBefore(n, document.body.firstChild);
+    }
     n.textContent = broken.length + " of " + imgs.length + " figures did not load: " + broken.join(", ");
     n.hidden = false;
   }

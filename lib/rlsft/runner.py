@@ -189,11 +189,12 @@ def run(argv: list[str] | None = None) -> int:
             log.info("stage %-14s done in %.1f s (%d artifacts)", info.stage, wall, len(outputs))
     log.info("all selected stages done in %.1f s; results in %s", time.time() - total, store.root)
     try:
-        from .report import build_report
-
-        build_report(store.root, profile)
-    except ImportError:
-        pass
+        from .report import build_report, update_readme
+    except ImportError:  # the report module is optional for a bare pipeline
+        return 0
+    path = build_report(store.root, profile)
+    log.info("report: %s", path)
+    update_readme(C.REPO_ROOT / "README.md", store.root, profile["name"])
     return 0
 
 

@@ -54,34 +54,33 @@ def _problem_seed(seed: int, key: str) -> int:
     return (seed * 1_000_003 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)) % (2**31)
 
 
-def transformers_generate(model, tokenizer, prompt: str, params: SamplingParams, key: str = "",
-                          batch_size: int = 256) -> list[Completion]:
-    """``params.n`` sampled completions of one prompt with ``model.generate``.
+def transformers_generate(model, tokenizer, prompts: dict, params: SamplingParams, batch_size: int = 512) -> dict:
+    """``params.n`` sampled completions for each prompt of ``{key: prompt}``, with ``model.generate``.
 
-    Seeded by ``(params.seed, key)``, so the same problem gives the same samples whatever else is
-    sampled in the run.
+    All prompts of one call are sampled together (left-padded batches of ``batch_size`` sequences),
+    seeded by ``(params.seed, keys)``: the same group of problems always gives the same samples.
     """
     import torch
 
-    torch.manual_seed(_problem_seed(params.seed, key))
-    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    keys = list(prompts)
+    torch.manual_seed(_problem_seed(params.seed, "|".join(keys)))
+    flat = [k for k in keys for _ in range(params.n)]
     device = next(model.parameters()).device
-    eos = tokenizer.eos_token_id
-    out: list[Completion] = []
-    for start in range(0, params.n, batch_size):
-        nb = min(batch_size, params.n - start)
-        ids = enc["input_ids"].to(device).repeat(nb, 1)
-        mask = enc["attention_mask"].to(device).repeat(nb, 1)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    tokenizer.padding_side = "left"
+    out: dict = {k: [] for k in keys}
+    for start in range(0, len(flat), batch_size):
+        part = flat[start:start + batch_size]
+        enc = tokenizer([prompts[k] for k in part], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(device) for k, v in enc.items()}
         with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True,
-                                 temperature=params.temperature, top_p=params.top_p, top_k=0,
-                                 max_new_tokens=params.max_new_tokens, eos_token_id=eos,
-                                 pad_token_id=tokenizer.pad_token_id)
-        for row in gen[:, ids.shape[1]:].tolist():
+            gen = model.generate(**enc, do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                                 top_k=0, max_new_tokens=params.max_new_tokens, eos_token_id=eos, pad_token_id=pad)
+        for k, row in zip(part, gen[:, enc["input_ids"].shape[1]:].tolist()):
             finished = eos in row
-            toks = row[: row.index(eos)] if finished else [t for t in row if t != tokenizer.pad_token_id]
-            out.append(Completion(tokenizer.decode(toks, skip_special_tokens=True),
-                                  len(toks) + int(finished), "stop" if finished else "length"))
+            toks = row[: row.index(eos)] if finished else [t for t in row if t != pad]
+            out[k].append(Completion(tokenizer.decode(toks, skip_special_tokens=True),
+                                     len(toks) + int(finished), "stop" if finished else "length"))
     return out
 
 
@@ -138,7 +137,7 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, path: str, revision: str | None = None, device: str = "cpu", batch_size: int = 256):
+    def __init__(self, path: str, revision: str | None = None, device: str = "cpu", batch_size: int = 512):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -156,8 +155,7 @@ class TransformersBackend:
 
     def generate(self, prompts: dict, params: SamplingParams) -> dict:
         """``{key: prompt}`` -> ``{key: [Completion] * n}``."""
-        return {k: transformers_generate(self.model, self.tokenizer, p, params, key=k, batch_size=self.batch_size)
-                for k, p in prompts.items()}
+        return transformers_generate(self.model, self.tokenizer, prompts, params, batch_size=self.batch_size)
 
 
 class VLLMBackend:
@@ -233,16 +231,19 @@ def sample_model(*, family: str, variant: str, backend_factory: Callable, proble
     key = sha256_text(repr(dataclasses.asdict(params)), repr(sorted((prompt_spec or {}).items())), fingerprint)[:16]
     folder = Path(shard_dir) / key
     rows = list(problems.to_dict("records"))
-    todo = [r for r in rows if not (folder / f"{r['benchmark']}__{r['problem']}.parquet").exists()]
-    if len(todo) < len(rows):
-        log.info("sample %s/%s: %d of %d problems already sampled, resuming", family, variant,
-                 len(rows) - len(todo), len(rows))
+    shard = lambda r: folder / f"{r['benchmark']}__{r['problem']}.parquet"  # noqa: E731
+    # chunk boundaries are fixed over the whole problem list, so a resumed run regenerates exactly
+    # the chunks an uninterrupted run would have generated, with the same seeds
+    chunks = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
+    todo = [c for c in chunks if not all(shard(r).exists() for r in c)]
+    if len(todo) < len(chunks):
+        log.info("sample %s/%s: %d of %d problem chunks already sampled, resuming", family, variant,
+                 len(chunks) - len(todo), len(chunks))
     if todo:
         backend = backend_factory()
-        t0, n_tok = time.time(), 0
-        bar = tqdm(total=len(todo), desc=f"sample {family}/{variant}", leave=False)
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
+        t0, n_tok, n_done = time.time(), 0, 0
+        bar = tqdm(total=sum(len(c) for c in todo), desc=f"sample {family}/{variant}", leave=False)
+        for part in todo:
             prompts = {f"{r['benchmark']}__{r['problem']}": build_prompt(r["prompt"], prompt_spec, backend.tokenizer)
                        for r in part}
             outs = backend.generate(prompts, params)
@@ -255,14 +256,15 @@ def sample_model(*, family: str, variant: str, backend_factory: Callable, proble
                                  "problem": str(r["problem"]), "sample": i, "text": c.text, "n_tokens": c.n_tokens,
                                  "finish_reason": c.finish_reason, "extracted": extracted, "correct": bool(correct)})
                     n_tok += c.n_tokens
-                write_parquet(folder / f"{k}.parquet", pd.DataFrame(recs, columns=SAMPLE_COLUMNS))
+                write_parquet(shard(r), pd.DataFrame(recs, columns=SAMPLE_COLUMNS))
+                n_done += 1
             bar.update(len(part))
         bar.close()
         dt = time.time() - t0
         log.info("sample %s/%s: %d completions, %d tokens in %.1f s (%.0f tokens/s)", family, variant,
-                 len(todo) * params.n, n_tok, dt, n_tok / max(dt, 1e-9))
+                 n_done * params.n, n_tok, dt, n_tok / max(dt, 1e-9))
         del backend
-    parts = [pd.read_parquet(folder / f"{r['benchmark']}__{r['problem']}.parquet") for r in rows]
+    parts = [pd.read_parquet(shard(r)) for r in rows]
     return pd.concat(parts, ignore_index=True)
 
 

@@ -1,0 +1,392 @@
+"""Tests of rlsft.report: the HTML report built from a fake results folder (figures, headline
+tables, "not computed yet", notebook pages, manifest summary, caching, robustness), the README
+block and its markers, the command line, and the report in headless Chromium (every image loads,
+a screenshot)."""
+from __future__ import annotations
+
+import base64
+import doctest
+import functools
+import http.server
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rlsft import report as R
+from rlsft.report import build_report, readme_block, update_readme
+
+REPO = Path(__file__).resolve().parents[1]
+CI_RESULTS = REPO / "results" / "ci"
+
+CODE_MARKER = "SECRET_CODE_MARKER_4711 = 1"
+PROFILE = {"name": "demo", "description": "A demo profile for the report tests", "chain": ["demo", "organism"]}
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+def _png(path: Path, color: str = "C0") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(3, 2), dpi=60)
+    ax.plot([0, 1, 2], [1, 3, 2], color=color)
+    ax.set_title(path.stem)
+    for ext in ("png",) + (("pdf",) if "nopdf" not in path.stem else ()):
+        fig.savefig(path.with_suffix(f".{ext}"))
+    plt.close(fig)
+    return path
+
+
+def _notebook(path: Path, title: str, png: Path | None, text: str) -> Path:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    outputs = [new_output("stream", name="stdout", text=text + "\n"),
+               new_output("stream", name="stderr", text="2026-01-01 fontTools.subset: maxp pruned\n")]
+    if png is not None:
+        outputs.append(new_output("display_data", data={
+            "image/png": base64.b64encode(png.read_bytes()).decode("ascii"), "text/plain": "<Figure>"}))
+    nb = new_notebook(cells=[new_markdown_cell(f"# {title}\n\nSome narration."),
+                             new_code_cell(f"{CODE_MARKER}\nprint({text!r})", outputs=outputs,
+                                           execution_count=1)],
+                      metadata={"rlsft": {"stage": "fig_demo", "kind": "figure"}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+DECAY_CSV = """family,metric,comparison,ratio,ci_low,ci_high,paper_value,expected_direction,agrees,seed_min,seed_max
+organism,frequency,RL/Base,2.41372,1.87654,3.01999,2.5,up,True,2.3,2.5
+organism,frequency,SFT/Base,0.35551,0.29,0.41,0.3333333333333333,down,True,0.34,0.36
+organism,frequency,SFT+RL/SFT,1.1,0.9,1.3,,up,,1.0,1.2
+"""
+SUMMARY_CSV = """family,variant,benchmark,n_problems,n_samples,M,accuracy,pass_at_1,pass_at_M,truncation_rate,mean_tokens,mean_chars
+organism,SFT,nav-a,3,24,8,0.5,0.5,0.9,0.0,30.0,120.0
+organism,Base,nav-a,3,24,8,0.62345,0.62345,0.87654,0.1,31.5,130.0
+"""
+
+
+@pytest.fixture
+def fake(tmp_path) -> Path:
+    """``results/demo``: manifest, two figures (one without PDF), two CSVs, two executed notebooks."""
+    root = tmp_path / "results" / "demo"
+    _png(root / "figures" / "fig6_demo_boxplots.png", "C1")
+    _png(root / "figures" / "fig10_demo_nopdf.png", "C2")
+    (root / "figures" / "headline_decay_ratios.csv").write_text(DECAY_CSV)
+    (root / "samples").mkdir(parents=True)
+    (root / "samples" / "summary.csv").write_text(SUMMARY_CSV)
+    _notebook(root / "notebooks" / "41_fig_demo.ipynb", "41 · Demo figures",
+              root / "figures" / "fig6_demo_boxplots.png", "hello from the notebook")
+    _notebook(root / "notebooks" / "50_broken.failed.ipynb", "50 · Broken stage", None, "it failed here")
+    versions = {"python": "3.11.7", "pandas": "9.9.9"}
+    man = {"package_versions": versions,
+           "stages": {
+               "samples": {"notebook": "notebooks/20_sample.ipynb", "kind": "compute", "seed": 7,
+                           "git_commit": "0123456789abcdef0123456789abcdef01234567+dirty",
+                           "wall_time_s": 12.345, "finished_at": "2026-01-01T10:00:00+00:00",
+                           "parameters": {"M": 8, "temperature": 0.6}, "outputs": {"samples/summary.csv": "x"},
+                           "package_versions": versions},  # no peak_rss_mb: an older manifest
+               "fig_demo": {"notebook": "notebooks/41_fig_demo.ipynb", "kind": "figure", "seed": 7,
+                            "git_commit": "0123456789abcdef0123456789abcdef01234567+dirty",
+                            "wall_time_s": 3.2, "peak_rss_mb": 321.4, "finished_at": "2026-01-01T10:05:00+00:00",
+                            "parameters": {"example": 0}, "outputs": {}, "package_versions": versions}},
+           "artifacts": {"figures/fig6_demo_boxplots.png": {"stage": "fig_demo",
+                                                            "notebook": "notebooks/41_fig_demo.ipynb"}}}
+    (root / "manifest.json").write_text(json.dumps(man))
+    return root
+
+
+def _section(html: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}">(.*?)</section>', html, re.S)
+    assert m, f"no section {sid}"
+    return m.group(1)
+
+
+# ------------------------------------------------------------------------------------- the index
+
+def test_doctests():
+    assert doctest.testmod(R).failed == 0
+
+
+def test_index_has_every_figure_and_the_headline_numbers(fake):
+    index = build_report(fake, PROFILE)
+    assert index == fake / "report" / "index.html"
+    html = index.read_text()
+    assert "demo" in html and PROFILE["description"] in html and "demo ← organism" in html
+    figs = _section(html, "figures")
+    for png in (fake / "figures").glob("*.png"):
+        assert f'src="../figures/{png.name}"' in figs
+        assert f'href="../figures/{png.name}"' in figs
+    assert 'href="../figures/fig6_demo_boxplots.pdf"' in figs
+    assert "no PDF" in figs  # fig10 has none
+    assert figs.index("fig6_demo") < figs.index("fig10_demo")  # natural order
+    assert 'href="41_fig_demo.html"' in figs  # the notebook that drew it (manifest artifacts)
+    assert "not in the manifest" in figs  # fig10 is not recorded
+    decay = _section(html, "decay")
+    for s in ("2.41", "[1.88, 3.02]", "0.36", "[0.29, 0.41]", "2.5", "1/3", "2.30 – 2.50"):
+        assert s in decay, s
+    assert "2.41372" not in decay  # sensible precision
+    acc = _section(html, "accuracy")
+    assert "0.623" in acc and "0.877" in acc
+    assert acc.index("Base") < acc.index("SFT")  # canonical variant order, not the file's
+
+
+def test_missing_files_say_not_computed_yet(fake):
+    html = build_report(fake, PROFILE).read_text()
+    unique = _section(html, "unique")
+    assert R.NOT_COMPUTED in unique and "trajectories/unique_ratios.csv" in unique
+    assert "<table" not in unique
+    for sid in ("decay", "accuracy", "figures", "manifest"):
+        assert R.NOT_COMPUTED not in _section(html, sid)
+    # an empty results folder: every section says so, no numbers appear
+    empty = fake.parent / "empty"
+    empty.mkdir()
+    html = build_report(empty, None).read_text()
+    for sid in ("decay", "unique", "accuracy", "figures", "notebooks", "manifest"):
+        assert R.NOT_COMPUTED in _section(html, sid), sid
+    assert "<td>" not in html
+
+
+def test_broken_inputs_do_not_sink_the_report(fake):
+    (fake / "samples" / "summary.csv").write_bytes(b"\x00\x01\x02not,a\n\"csv")
+    (fake / "notebooks" / "30_garbage.ipynb").write_text("{not json")
+    (fake / "manifest.json").write_text("[1, 2")
+    html = build_report(fake, PROFILE).read_text()
+    assert "30_garbage" in _section(html, "notebooks") and "could not render" in html
+    assert R.NOT_COMPUTED in _section(html, "manifest")
+    assert "2.41" in _section(html, "decay")
+
+
+def test_notebook_pages_without_and_with_code(fake):
+    build_report(fake, PROFILE)
+    rep = fake / "report"
+    page, code = (rep / "41_fig_demo.html").read_text(), (rep / "41_fig_demo.code.html").read_text()
+    assert "hello from the notebook" in page and "41 · Demo figures" in page
+    assert "data:image/png;base64," in page  # the figure, embedded as in the notebook's output
+    assert "SECRET_CODE_MARKER" not in page and "SECRET_CODE_MARKER" in code
+    assert "fontTools" not in page
+    assert 'href="41_fig_demo.code.html"' in page and 'href="41_fig_demo.html"' in code
+    assert 'href="index.html"' in page and 'href="../notebooks/41_fig_demo.ipynb"' in page
+    # the latest run of a stage failed: its page is there and flagged
+    assert "FAILED" in (rep / "50_broken.failed.html").read_text()
+    nbs = _section((rep / "index.html").read_text(), "notebooks")
+    assert 'href="41_fig_demo.html"' in nbs and 'href="41_fig_demo.code.html"' in nbs and "FAILED" in nbs
+
+
+def test_stale_failed_notebook_is_not_shown(fake):
+    ok = _notebook(fake / "notebooks" / "50_broken.ipynb", "50 · Fixed", None, "works now")
+    later = time.time() + 5
+    os.utime(ok, (later, later))
+    html = build_report(fake, PROFILE).read_text()
+    assert "50_broken.failed" not in html and 'href="50_broken.html"' in html
+
+
+def test_manifest_summary(fake):
+    m = _section(build_report(fake, PROFILE).read_text(), "manifest")
+    assert "0123456789+dirty" in m  # the commit, shortened
+    assert "<td>7</td>" in m  # seed
+    assert "12.3" in m and "321" in m  # wall time, peak RSS
+    samples_row = next(r for r in m.split("<tr>") if "<code>samples</code>" in r and "notebook" not in r)
+    assert "—" in samples_row  # no peak_rss_mb recorded: shown as missing, not as 0
+    assert "2026-01-01T10:05:00+00:00" in m
+    assert "<details>" in m and "&quot;temperature&quot;: 0.6" in m
+    assert "pandas" in m and "9.9.9" in m
+
+
+def test_pages_are_cached_and_refreshed(fake):
+    build_report(fake, PROFILE)
+    page = fake / "report" / "41_fig_demo.html"
+    before = page.stat().st_mtime_ns
+    build_report(fake, PROFILE)
+    assert page.stat().st_mtime_ns == before  # unchanged notebook: not rendered again
+    _notebook(fake / "notebooks" / "41_fig_demo.ipynb", "41 · Demo figures", None, "second run")
+    build_report(fake, PROFILE)
+    assert "second run" in page.read_text()
+    (fake / "notebooks" / "41_fig_demo.ipynb").unlink()
+    build_report(fake, PROFILE)
+    assert not page.exists()  # the notebook is gone, so is its page
+
+
+@pytest.mark.skipif(not (CI_RESULTS / "manifest.json").exists(), reason="no results/ci run to time")
+def test_ci_report_is_fast(tmp_path):
+    root = tmp_path / "ci"
+    shutil.copytree(CI_RESULTS, root, ignore=shutil.ignore_patterns("report", "*.parquet", ".cache", "train"))
+    t0 = time.perf_counter()
+    html = build_report(root, {"name": "ci"}).read_text()
+    assert time.perf_counter() - t0 < 10
+    n_png = len(list((root / "figures").glob("*.png")))
+    assert html.count('<figure class="card">') == n_png
+
+
+# --------------------------------------------------------------------------------------- README
+
+README = """# Title
+
+intro text
+<!-- results:demo:begin -->
+old demo block
+<!-- results:demo:end -->
+middle
+<!-- results:other:begin -->
+other block
+<!-- results:other:end -->
+tail
+"""
+
+
+def test_readme_block_numbers_and_missing(fake):
+    block = readme_block(fake)
+    assert "| frequency | RL/Base | 2.41 | [1.88, 3.02] | 2.5 | yes |" in block
+    assert "1/3" in block
+    assert "| Base | 0.623 |" in block and "| SFT | 0.500 |" in block
+    assert f"({R.NOT_COMPUTED}" in block and "unique_ratios.csv" in block
+    assert "seed 7" in block
+
+
+def test_update_readme_replaces_only_between_markers(fake, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert update_readme(readme, fake, "demo") is True
+    text = readme.read_text()
+    assert "old demo block" not in text and "2.41" in text
+    head, rest = text.split("<!-- results:demo:begin -->")
+    assert head == README.split("<!-- results:demo:begin -->")[0]
+    assert rest.split("<!-- results:demo:end -->")[1] == README.split("<!-- results:demo:end -->")[1]
+    assert "other block" in text
+    assert update_readme(readme, fake, "demo") is False  # idempotent
+    assert readme.read_text() == text
+
+
+def test_update_readme_without_markers_is_a_noop(fake, tmp_path, caplog):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    with caplog.at_level(logging.INFO, logger="rlsft.report"):
+        assert update_readme(readme, fake, "demo") is False
+    assert readme.read_text() == "# no markers here\n"
+    assert "no <!-- results:demo:begin -->" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+def test_cli_rebuilds_and_errors(fake, capsys):
+    assert R.main(["--profile", "demo", "--results", str(fake.parent)]) == 0
+    assert (fake / "report" / "index.html").is_file()
+    assert R.main(["--profile", "nothing-here", "--results", str(fake.parent)]) == 2
+    assert "no results folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- the browser
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if exe:
+        return exe
+    if os.environ.get("CI"):
+        pytest.fail("chromium is not installed, but CI is set: .ci/run must install the Debian package chromium")
+    pytest.skip("chromium is not installed (apt-get install chromium); CI is not set, so the browser test is skipped")
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve():
+    """``serve(folder) -> base URL`` of a local HTTP server on a free port of 127.0.0.1."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(_Quiet, directory=str(folder))
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _browse(exe: str, url: str, profile_dir: Path, screenshot: Path | None = None) -> str:
+    """The DOM of ``url`` after its load event (and a screenshot, if asked)."""
+    args = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}"]
+    if screenshot is None:
+        args += ["--dump-dom", url]
+    else:
+        args += [f"--screenshot={screenshot}", "--window-size=1280,2000", url]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def _image_counts(dom: str) -> tuple[int, int]:
+    root = re.search(r"<html[^>]*>", dom)
+    assert root and 'data-images-checked="1"' in root.group(0), f"the page's image check did not run: {dom[:500]}"
+    total = int(re.search(r'data-images-total="(\d+)"', root.group(0)).group(1))
+    broken = int(re.search(r'data-images-broken="(\d+)"', root.group(0)).group(1))
+    return total, broken
+
+
+def _assert_real_screenshot(path: Path) -> None:
+    from PIL import Image
+
+    assert path.is_file() and path.stat().st_size > 20_000, "screenshot missing or tiny"
+    with Image.open(path) as im:
+        assert im.size == (1280, 2000)
+        rgb = im.convert("RGB").resize((320, 500))
+        colors = rgb.getcolors(maxcolors=1 << 16)
+        assert colors is None or len(colors) > 50, "screenshot is (nearly) uniform"
+        extrema = rgb.getextrema()
+        assert all(hi - lo > 100 for lo, hi in extrema), "screenshot has no contrast"
+
+
+def test_browser_every_image_loads(fake, tmp_path, serve):
+    exe = _chromium()
+    build_report(fake, PROFILE)
+    base = serve(fake)
+    n_png = len(list((fake / "figures").glob("*.png")))
+    total, broken = _image_counts(_browse(exe, f"{base}/report/index.html", tmp_path / "chrome1"))
+    assert (total, broken) == (n_png, 0)
+    shot = tmp_path / "report.png"
+    _browse(exe, f"{base}/report/index.html", tmp_path / "chrome2", screenshot=shot)
+    _assert_real_screenshot(shot)
+    # the notebook page's embedded figure loads too
+    total, broken = _image_counts(_browse(exe, f"{base}/report/41_fig_demo.html", tmp_path / "chrome3"))
+    assert total >= 1 and broken == 0
+    # and the check does catch a missing figure (also when the report is opened from disk)
+    (fake / "figures" / "fig10_demo_nopdf.png").unlink()
+    total, broken = _image_counts(_browse(exe, (fake / "report" / "index.html").as_uri(), tmp_path / "chrome4"))
+    assert (total, broken) == (n_png, 1)
+
+
+@pytest.mark.skipif(not (CI_RESULTS / "report" / "index.html").exists(),
+                    reason="no results/ci/report (run ./run_all.sh --profile ci)")
+def test_browser_ci_report_screenshot(tmp_path, serve):
+    """The real ci report: every figure loads; its screenshot is kept in results/ci/report/."""
+    exe = _chromium()
+    build_report(CI_RESULTS, {"name": "ci"})
+    base = serve(CI_RESULTS)
+    n_png = len(list((CI_RESULTS / "figures").glob("*.png")))
+    assert _image_counts(_browse(exe, f"{base}/report/index.html", tmp_path / "chrome1")) == (n_png, 0)
+    shot = tmp_path / "ci_report.png"
+    _browse(exe, f"{base}/report/index.html", tmp_path / "chrome2", screenshot=shot)
+    _assert_real_screenshot(shot)
+    shutil.copyfile(shot, CI_RESULTS / "report" / "screenshot.png")
