@@ -382,7 +382,9 @@ def test_browser_every_image_loads(fake, tmp_path, serve):
 def test_browser_ci_report_screenshot(tmp_path, serve):
     """The real ci report: every figure loads; its screenshot is kept in results/ci/report/."""
     exe = _chromium()
-    build_report(CI_RESULTS, {"name": "ci"})
+    from rlsft.config import load_profile
+
+    build_report(CI_RESULTS, load_profile("ci"))  # as the runner does: the same page, up to date
     base = serve(CI_RESULTS)
     n_png = len(list((CI_RESULTS / "figures").glob("*.png")))
     assert _image_counts(_browse(exe, f"{base}/report/index.html", tmp_path / "chrome1")) == (n_png, 0)

@@ -91,12 +91,16 @@ def deep_merge(base: dict, over: dict) -> dict:
 def load_profile(name: str, validate: bool = True) -> dict:
     """Load a profile by name, resolving ``extends`` chains, and validate it."""
     chain, data = [name], _read(name)
+    here = profile_path(name).parent  # a relative YAML path in 'extends' is relative to its profile
     while "extends" in data:
-        parent = data.pop("extends")
-        if parent in chain:
+        parent = str(data.pop("extends"))
+        if parent.endswith((".yaml", ".yml")) and not Path(parent).expanduser().is_absolute():
+            parent = str((here / parent).resolve())
+        if profile_path(parent) in [profile_path(n) for n in chain]:
             raise ConfigError(f"profile {name!r}: 'extends' loops through {' -> '.join(chain + [parent])}")
         chain.append(parent)
         pdata = _read(parent)
+        here = profile_path(parent).parent
         child = data
         data = deep_merge({k: v for k, v in pdata.items()}, child)
         if "extends" in pdata and "extends" not in child:

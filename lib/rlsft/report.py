@@ -694,19 +694,22 @@ def readme_block(root: Path) -> str:
     else:
         out.append(f"Profile `{root.name}`: no `manifest.json` yet.")
 
+    def src(key):
+        return f"results/{root.name}/{SOURCES[key][0]}"
+
     def read(key):
         rel = SOURCES[key][0]
         try:
             df = _read_csv(root / rel)
         except Exception as exc:  # noqa: BLE001
-            return None, f"(could not read `{rel}`: {exc})"
+            return None, f"(could not read `{src(key)}`: {exc})"
         if df is None or df.empty:
-            return None, f"({NOT_COMPUTED}: `{rel}`)"
+            return None, f"({NOT_COMPUTED}: `{src(key)}`)"
         return df, None
 
     df, err = read("decay")
     out.append("**Decay-rate ratios** (median β after / before, 95% bootstrap CI; the paper: RL/Base ≈ 2.5, "
-               f"SFT/Base ≈ 1/3), from `{SOURCES['decay'][0]}`:")
+               f"SFT/Base ≈ 1/3), from `{src('decay')}`:")
     if err:
         out.append(err)
     else:
@@ -720,7 +723,7 @@ def readme_block(root: Path) -> str:
 
     df, err = read("unique")
     out.append("**Unique-trajectory ratios** (mean unique trajectories per problem, after / before, 95% CI; "
-               f"expected: RL/Base incorrect down, SFT/Base correct up), from `{SOURCES['unique'][0]}`:")
+               f"expected: RL/Base incorrect down, SFT/Base correct up), from `{src('unique')}`:")
     if err:
         out.append(err)
     else:
@@ -733,11 +736,11 @@ def readme_block(root: Path) -> str:
                                                               "95% CI", "expected", "direction as paper"], rows))
 
     df, err = read("summary")
-    out.append(f"**pass@1 per variant**, from `{SOURCES['summary'][0]}`:")
+    out.append(f"**pass@1 per variant**, from `{src('summary')}`:")
     if err:
         out.append(err)
     elif not {"variant", "benchmark", "pass_at_1"} <= set(df.columns):
-        out.append(f"(`{SOURCES['summary'][0]}` lacks the columns variant, benchmark, pass_at_1)")
+        out.append(f"(`{src('summary')}` lacks the columns variant, benchmark, pass_at_1)")
     else:
         df = _variant_order(df)
         fams = list(dict.fromkeys(df["family"])) if "family" in df.columns else [None]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from . import config as C
 from . import notebooks as N
 from .io import atomic_path, sha256_text
-from .store import Store, code_hash, git_commit, notebook_source_hash, package_versions
+from .store import Store, StoreLocked, code_hash, git_commit, notebook_source_hash, package_versions
 
 log = logging.getLogger("rlsft.runner")
 
@@ -162,6 +163,7 @@ def run(argv: list[str] | None = None) -> int:
     kernel = _kernel_name(args.kernel)
     total = time.time()
     with store.lock():
+        _remove_stale_temps(store.root)
         for info in chosen:
             params = N.effective_params(profile, info.stage)
             key, parts = stage_key(info, params, profile, store)
@@ -196,6 +198,23 @@ def run(argv: list[str] | None = None) -> int:
     log.info("report: %s", path)
     update_readme(C.REPO_ROOT / "README.md", store.root, profile["name"])
     return 0
+
+
+_STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\..+)?$")  # rlsft.io.atomic_path's temp names
+
+
+def _remove_stale_temps(root: Path) -> None:
+    """Delete temp files a killed run left behind (``.<name>.<random>.tmp<suffix>``).
+
+    Called while holding the results lock, so no other runner is writing them. Hidden folders
+    (caches, sampling shards, which shard workers may write without the lock) are left alone.
+    """
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for f in files:
+            if _STALE_TEMP.match(f):
+                Path(folder, f).unlink(missing_ok=True)
+                log.info("removed %s (left by an interrupted run)", Path(folder, f).relative_to(root))
 
 
 def execute(info, profile: dict, params: dict, root: Path, kernel: str) -> None:
@@ -268,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_all.sh: error: {exc}", file=sys.stderr)
         return 2
     except C.ConfigError as exc:
+        print(f"run_all.sh: error: {exc}", file=sys.stderr)
+        return 2
+    except StoreLocked as exc:
         print(f"run_all.sh: error: {exc}", file=sys.stderr)
         return 2
     except StageFailed as exc:

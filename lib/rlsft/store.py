@@ -62,6 +62,10 @@ def code_hash(modules) -> str:
     return sha256_text(*[f.name + f.read_text() for f in files if f.exists()])
 
 
+class StoreLocked(RuntimeError):
+    """Another runner holds the results folder's lock."""
+
+
 class Store:
     """The manifest of one profile's results folder.
 
@@ -137,7 +141,7 @@ class Store:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(f"another run is using {self.root}; wait for it to finish") from None
+                raise StoreLocked(f"another run is using {self.root}; wait for it to finish") from None
             fh.write(str(os.getpid()))
             fh.flush()
             yield

@@ -212,13 +212,14 @@ def _finish(lines: list[str], route: list[str], reached: str | None, rng: random
 
 
 def teacher_solution(world: World, problem: Problem, rng: random.Random, max_depth: int | None = None,
-                     max_lines: int = 40) -> str:
+                     max_lines: int = 40, slack: int = 1, explore: float = 0.3) -> str:
     """Depth-first search with a random neighbour order, explicit backtracking, a restated path
     after each backtrack, and the walked path as the route. Always correct when it finishes; the
-    depth limit (default: shortest distance + 1) keeps searches short but leaves room for detours.
+    depth limit (default: shortest distance + ``slack``) keeps searches short but leaves room for
+    detours; a road off the route is tried and abandoned with probability ``explore``.
     """
     s, g = problem.start, problem.goal
-    limit = max_depth or problem.level + 1
+    limit = max_depth or problem.level + slack
     to_goal = world.distances_to(g)
     lines: list[str] = []
     path = [s]
@@ -236,7 +237,7 @@ def teacher_solution(world: World, problem: Problem, rng: random.Random, max_dep
             if len(path) + to_goal.get(b, 10**9) <= limit or b == g:
                 nxt = b
                 break
-            if rng.random() < 0.3 and len(path) < limit:  # an explored wrong turn
+            if rng.random() < explore and len(path) < limit:  # an explored wrong turn
                 lines.append(_hop(rng, a, b, g))
                 lines.append(rng.choice(BACK_PHRASES).format(a=b, b=a))
                 lines.append(PATH_PHRASE.format(path=" ".join(path)))
@@ -399,7 +400,7 @@ def problem_from_row(row) -> Problem:
 
 def make_task_data(*, n_places: int, out_degree: int, world_seed: int, eval_sets: dict,
                    base_per_problem: int, base_styles: dict, teacher_per_problem: int,
-                   n_facts: int, seed: int) -> dict:
+                   n_facts: int, seed: int, teacher_slack: int = 0, teacher_explore: float = 0.2) -> dict:
     """Everything the organism needs, from one seed: the world, held-out evaluation sets, the
     training problems, the Base pretraining corpus and the teacher's SFT traces.
 
@@ -414,7 +415,8 @@ def make_task_data(*, n_places: int, out_degree: int, world_seed: int, eval_sets
     evals, train = make_splits(world, eval_sets, seed=seed)
     docs = base_corpus(world, train, base_per_problem, seed=seed, styles=base_styles, n_facts=n_facts)
     rng = random.Random(seed + 1)
-    sft = [{"problem": p.id, "prompt": p.prompt, "completion": teacher_solution(world, p, rng)}
+    sft = [{"problem": p.id, "prompt": p.prompt,
+            "completion": teacher_solution(world, p, rng, slack=teacher_slack, explore=teacher_explore)}
            for p in train for _ in range(teacher_per_problem)]
     return {
         "world": world,
