@@ -128,6 +128,21 @@ def fmt_agrees(x) -> str:
     return "yes" if bool(x) else "no"
 
 
+def fmt_direction(row) -> str:
+    """``yes`` / ``no`` when the whole 95% interval lies on one side of 1, else ``unclear``.
+
+    >>> import pandas as pd
+    >>> fmt_direction(pd.Series({"agrees": True, "ci_low": 0.9, "ci_high": 1.1}))
+    'unclear (CI spans 1)'
+    >>> fmt_direction(pd.Series({"agrees": False, "ci_low": 1.1, "ci_high": 1.3}))
+    'no'
+    """
+    lo, hi = _get(row, "ci_low"), _get(row, "ci_high")
+    if not (_is_missing(lo) or _is_missing(hi)) and float(lo) <= 1.0 <= float(hi):
+        return "unclear (CI spans 1)"
+    return fmt_agrees(_get(row, "agrees"))
+
+
 def _esc(x) -> str:
     return html.escape(str(x), quote=True)
 
@@ -365,9 +380,9 @@ def _error_note(rel: str, exc: Exception) -> str:
     return f'<p class="missing">could not read <code>{_esc(rel)}</code>: {_esc(type(exc).__name__)}: {_esc(exc)}</p>'
 
 
-def _agree_cell(x) -> str:
-    s = fmt_agrees(x)
-    return f'<span class="agree-{s}">{s}</span>'
+def _agree_cell(row) -> str:
+    s = fmt_direction(row)
+    return f'<span class="agree-{s.split()[0]}">{s}</span>'
 
 
 def _get(row, col, default=None):
@@ -396,7 +411,7 @@ def decay_section(root: Path) -> str:
             _esc(_get(r, "metric", "")), _esc(_get(r, "comparison", "")),
             f"<strong>{fmt_num(_get(r, 'ratio'))}</strong>", fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")),
             fmt_num(_get(r, "paper_value"), paper=True), _esc(fmt_num(_get(r, "expected_direction"))),
-            _agree_cell(_get(r, "agrees"))]
+            _agree_cell(r)]
         if has_seed:
             row.append(fmt_ci(r["seed_min"], r["seed_max"]).replace("[", "").replace("]", "").replace(", ", " – "))
         rows.append(row)
@@ -425,7 +440,7 @@ def unique_section(root: Path) -> str:
         rows.append(([_esc(_get(r, "family", ""))] if multi else []) + [
             _esc(_get(r, "benchmark", "")), _esc(_get(r, "quantity", "")), _esc(_get(r, "comparison", "")),
             f"<strong>{fmt_num(_get(r, 'ratio'))}</strong>", fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")),
-            _esc(fmt_num(_get(r, "direction_expected"))), _agree_cell(_get(r, "agrees")),
+            _esc(fmt_num(_get(r, "direction_expected"))), _agree_cell(r),
             fmt_num(_get(r, "n_problems")),
             f"{fmt_num(_get(r, 'mean_before'))} → {fmt_num(_get(r, 'mean_after'))}"])
     return (f'<p class="src">Ratio of the mean number of unique trajectories per problem (UPGMA clusters '
@@ -717,7 +732,7 @@ def readme_block(root: Path) -> str:
         rows = [([str(_get(r, "family", ""))] if multi else []) + [
             str(_get(r, "metric", "")), str(_get(r, "comparison", "")), fmt_num(_get(r, "ratio")),
             fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")), fmt_num(_get(r, "paper_value"), paper=True),
-            fmt_agrees(_get(r, "agrees"))] for _, r in df.iterrows()]
+            fmt_direction(r)] for _, r in df.iterrows()]
         out.append(_md_table((["family"] if multi else []) + ["metric", "comparison", "ratio", "95% CI", "paper",
                                                               "direction as paper"], rows))
 
@@ -731,7 +746,7 @@ def readme_block(root: Path) -> str:
         rows = [([str(_get(r, "family", ""))] if multi else []) + [
             str(_get(r, "benchmark", "")), str(_get(r, "quantity", "")), str(_get(r, "comparison", "")),
             fmt_num(_get(r, "ratio")), fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")),
-            str(_get(r, "direction_expected", "")), fmt_agrees(_get(r, "agrees"))] for _, r in df.iterrows()]
+            str(_get(r, "direction_expected", "")), fmt_direction(r)] for _, r in df.iterrows()]
         out.append(_md_table((["family"] if multi else []) + ["benchmark", "quantity", "comparison", "ratio",
                                                               "95% CI", "expected", "direction as paper"], rows))
 
