@@ -389,16 +389,25 @@ def _get(row, col, default=None):
     return row[col] if col in row.index else default
 
 
-def decay_section(root: Path) -> str:
-    rel = SOURCES["decay"][0]
+def _load_table(root: Path, key: str):
+    """``(table, relative path, None)``, or ``(None, relative path, html note)`` when the table is
+    missing, unreadable or empty."""
+    rel = SOURCES[key][0]
     try:
         df = _read_csv(root / rel)
-    except Exception as exc:  # noqa: BLE001
-        return _error_note(rel, exc)
+    except Exception as exc:  # noqa: BLE001 - a broken file becomes a note, never a crash
+        return None, rel, _error_note(rel, exc)
     if df is None:
-        return _missing_note(root, "decay")
+        return None, rel, _missing_note(root, key)
     if df.empty:
-        return f'<p class="missing"><code>{_esc(rel)}</code> has no rows.</p>'
+        return None, rel, f'<p class="missing"><code>{_esc(rel)}</code> has no rows.</p>'
+    return df, rel, None
+
+
+def decay_section(root: Path) -> str:
+    df, rel, note = _load_table(root, "decay")
+    if note is not None:
+        return note
     multi = "family" in df.columns and df["family"].nunique() > 1
     header = (["family"] if multi else []) + ["metric", "comparison", "ratio", "95% CI", "paper",
                                               "expected", "direction as paper"]
@@ -422,15 +431,9 @@ def decay_section(root: Path) -> str:
 
 
 def unique_section(root: Path) -> str:
-    rel = SOURCES["unique"][0]
-    try:
-        df = _read_csv(root / rel)
-    except Exception as exc:  # noqa: BLE001
-        return _error_note(rel, exc)
-    if df is None:
-        return _missing_note(root, "unique")
-    if df.empty:
-        return f'<p class="missing"><code>{_esc(rel)}</code> has no rows.</p>'
+    df, rel, note = _load_table(root, "unique")
+    if note is not None:
+        return note
     multi = "family" in df.columns and df["family"].nunique() > 1
     header = (["family"] if multi else []) + ["benchmark", "quantity", "comparison", "ratio", "95% CI",
                                               "expected", "direction as paper", "problems",
@@ -450,15 +453,9 @@ def unique_section(root: Path) -> str:
 
 
 def summary_section(root: Path) -> str:
-    rel = SOURCES["summary"][0]
-    try:
-        df = _read_csv(root / rel)
-    except Exception as exc:  # noqa: BLE001
-        return _error_note(rel, exc)
-    if df is None:
-        return _missing_note(root, "summary")
-    if df.empty:
-        return f'<p class="missing"><code>{_esc(rel)}</code> has no rows.</p>'
+    df, rel, note = _load_table(root, "summary")
+    if note is not None:
+        return note
     df = _variant_order(df)
     cols = [("family", "family", 0), ("variant", "variant", 0), ("benchmark", "benchmark", 0),
             ("n_problems", "problems", 0), ("M", "M", 0), ("accuracy", "accuracy", 3),

@@ -212,7 +212,7 @@ def _finish(lines: list[str], route: list[str], reached: str | None, rng: random
 
 
 def teacher_solution(world: World, problem: Problem, rng: random.Random, max_depth: int | None = None,
-                     max_lines: int = 40, slack: int = 1, explore: float = 0.3) -> str:
+                     max_lines: int = 40, slack: int = 1, explore: float = 0.1) -> str:
     """Depth-first search with a random neighbour order, explicit backtracking, a restated path
     after each backtrack, and the walked path as the route. Always correct when it finishes; the
     depth limit (default: shortest distance + ``slack``) keeps searches short but leaves room for
@@ -400,7 +400,7 @@ def problem_from_row(row) -> Problem:
 
 def make_task_data(*, n_places: int, out_degree: int, world_seed: int, eval_sets: dict,
                    base_per_problem: int, base_styles: dict, teacher_per_problem: int,
-                   n_facts: int, seed: int, teacher_slack: int = 0, teacher_explore: float = 0.2) -> dict:
+                   n_facts: int, seed: int, teacher_slack: int = 1, teacher_explore: float = 0.1) -> dict:
     """Everything the organism needs, from one seed: the world, held-out evaluation sets, the
     training problems, the Base pretraining corpus and the teacher's SFT traces.
 
