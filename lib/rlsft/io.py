@@ -4,7 +4,7 @@ new one, never half a file.
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "a" / "x.json"
->>> write_json(p, {"k": 1}); read_json(p)
+>>> _ = write_json(p, {"k": 1}); read_json(p)
 {'k': 1}
 """
 from __future__ import annotations
