@@ -84,7 +84,10 @@ class Store:
         return {"stages": {}, "artifacts": {}}
 
     def outputs(self, patterns) -> dict:
-        """``{relative path: sha256}`` of the files matching the stage's output folders/globs."""
+        """``{relative path: sha256}`` of the files matching the stage's output folders/globs.
+
+        Hidden files and folders (``.shards``, ``.cache``, temporary files) are internal caches and
+        never artifacts."""
         files = set()
         for pat in patterns:
             target = self.root / pat
@@ -93,7 +96,7 @@ class Store:
             else:
                 files.update(p for p in self.root.glob(pat) if p.is_file())
         return {str(p.relative_to(self.root)): sha256_file(p) for p in sorted(files)
-                if not p.name.startswith(".") and ".cache" not in p.relative_to(self.root).parts}
+                if not any(part.startswith(".") for part in p.relative_to(self.root).parts)}
 
     def digest(self, stage: str) -> str | None:
         rec = self.load()["stages"].get(stage)
