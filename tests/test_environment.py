@@ -6,6 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -62,10 +63,14 @@ def pyproject_pins() -> dict[str, str]:
     return out
 
 
+SPLIT = ("torch", "numpy")
+"""Packages whose CPU and GPU sets differ: a range in dependencies, an exact pin in the cpu extra."""
+
+
 def test_every_dependency_is_pinned_except_torch():
     for req in pyproject_reqs()["dependencies"]:
-        if canonicalize_name(req.name) == "torch":
-            assert exact_pin(req) is None, "torch is a range in dependencies (cpu and gpu sets differ)"
+        if canonicalize_name(req.name) in SPLIT:
+            assert exact_pin(req) is None, f"{req.name} is a range in dependencies (cpu and gpu sets differ)"
         else:
             assert exact_pin(req), f"pyproject dependency {req} is not pinned exactly"
     for extra in ("cpu", "dev", "gpu"):
@@ -73,14 +78,15 @@ def test_every_dependency_is_pinned_except_torch():
             assert exact_pin(req), f"pyproject extra {extra}: {req} is not pinned exactly"
 
 
-def test_torch_range_and_cpu_pin_agree():
+@pytest.mark.parametrize("name", SPLIT)
+def test_split_range_and_cpu_pin_agree(name):
     deps = {canonicalize_name(r.name): r for r in pyproject_reqs()["dependencies"]}
     cpu = {canonicalize_name(r.name): r for r in pyproject_reqs()["extra:cpu"]}
-    assert "torch" in deps and "torch" in cpu
-    pin = exact_pin(cpu["torch"])
-    assert pin and Version(pin) in deps["torch"].specifier, \
-        f"cpu extra torch=={pin} is outside the dependencies range {deps['torch'].specifier}"
-    assert env_pins()["torch"] == pin
+    assert name in deps and name in cpu
+    pin = exact_pin(cpu[name])
+    assert pin and Version(pin) in deps[name].specifier, \
+        f"cpu extra {name}=={pin} is outside the dependencies range {deps[name].specifier}"
+    assert env_pins()[name] == pin
 
 
 def test_pyproject_pins_appear_in_environment_yml():

@@ -181,7 +181,7 @@ def run(argv: list[str] | None = None) -> int:
             wall = time.time() - t0
             outputs = store.outputs(info.outputs)
             if not outputs:
-                raise RuntimeError(f"stage {info.stage!r} wrote nothing under {info.outputs}: see "
+                raise StageFailed(f"stage {info.stage!r} wrote nothing under {info.outputs}: see "
                                    f"{store.root / 'notebooks' / info.path.name}")
             store.record(info.stage, key, parts, outputs, {
                 "notebook": str(info.path.relative_to(C.REPO_ROOT)), "parameters": params,
