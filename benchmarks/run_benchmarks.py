@@ -10,6 +10,9 @@ CPU; ``--parallel`` starts them side by side, faster but with disturbed timings)
 - ``betweenness``: ``rlsft.graphs.betweenness`` (rustworkx) vs ``networkx`` (``bench_graphs.py``)
 - ``embedding``: encoding every step string vs ``rlsft.steps.embed_unique`` (dedup, cold and warm
   cache) (``bench_graphs.py``)
+- ``steps``: the step-level stage on one problem group, ``rlsft.graphs.step_analysis`` (streamed)
+  vs the code before streaming, per stage: time and peak RSS (``bench_steps.py``; the paper's size
+  is ``bench_steps.py --full``, run on its own)
 
 and reads (no subprocess) each pipeline stage's wall time and peak memory from
 ``results/<profile>/manifest.json`` (``wall_time_s``, ``peak_rss_mb``; the latter is NaN in
@@ -42,14 +45,16 @@ sys.path.insert(0, str(ROOT / "lib"))
 
 COLUMNS = ["group", "case", "ours", "ours_s", "reference", "reference_s", "ratio", "max_abs_diff",
            "peak_rss_mb", "note"]
-NAMES = ("chrf", "betweenness", "embedding")
+NAMES = ("chrf", "betweenness", "embedding", "steps")
 
 SIZES = {  # arguments of the individual benchmark scripts
     "full": {"chrf": [], "betweenness": ["--sizes", "200", "1000", "2000"],
-             "embedding": ["--embed-texts", "5000", "--embed-distinct", "400"]},
+             "embedding": ["--embed-texts", "5000", "--embed-distinct", "400"],
+             "steps": ["--responses", "12", "--k", "200"]},
     "quick": {"chrf": ["--n-texts", "64", "--chars", "2000", "--sacrebleu-pairs", "100", "--repeats", "1"],
               "betweenness": ["--sizes", "200", "500", "--repeats", "2"],
-              "embedding": ["--embed-texts", "1000", "--embed-distinct", "100"]},
+              "embedding": ["--embed-texts", "1000", "--embed-distinct", "100"],
+              "steps": ["--responses", "3", "--k", "50", "--dim", "256"]},
 }
 
 
@@ -77,6 +82,8 @@ def specs(mode: str, scratch: Path) -> dict:
         # bench_graphs.py always times betweenness first: on a 10-node graph, and that table is dropped
         "embedding": (BENCH / "bench_graphs.py", ["--sizes", "10", "--repeats", "1"] + s["embedding"]
                       + ["--out", str(scratch / "embedding")], scratch / "embedding" / "embedding.csv"),
+        "steps": (BENCH / "bench_steps.py", s["steps"] + ["--out", str(scratch / "steps" / "steps.csv")],
+                  scratch / "steps" / "steps.csv"),
     }
 
 
@@ -186,6 +193,29 @@ def embedding_rows(df, peak: float) -> list[dict]:
             for _, r in df.iterrows() if r["mode"] != "encode_all"]
 
 
+def steps_rows(df, peak: float) -> list[dict]:
+    """One row per step-level stage: new (ours) vs old (reference) on the same run, and new alone at
+    the larger size when the script ran one."""
+    rows = []
+    old, new = df[df["run"] == "old-sub"].set_index("stage"), df[df["run"] == "new-sub"].set_index("stage")
+    for stage, n in new.iterrows():
+        o = old.loc[stage] if stage in old.index else None
+        case = (f"{stage}: 4 x {int(n['responses'])} responses, {int(n['n_distinct'])} distinct steps, "
+                f"K={int(n['k'])}, dim={int(n['dim'])}")
+        ref_s = float(o["seconds"]) if o is not None else _nan()
+        rows.append(_row(group="steps", case=case, ours="rlsft.graphs.step_analysis", ours_s=float(n["seconds"]),
+                         reference="old step code (steps_reference.py)", reference_s=ref_s,
+                         ratio=ref_s / float(n["seconds"]) if float(n["seconds"]) > 0 else _nan(),
+                         peak_rss_mb=float(n["peak_rss_mb"]),
+                         note=(f"old peak {float(o['peak_rss_mb']):.0f} MB; " if o is not None and o["peak_rss_mb"] == o["peak_rss_mb"] else "")
+                         + f"new k-means: {n['method']}"))
+    for stage, n in df[df["run"] == "new-full"].set_index("stage").iterrows():
+        rows.append(_row(group="steps", case=f"{stage}: 4 x {int(n['responses'])} responses, K={int(n['k'])} (new only)",
+                         ours="rlsft.graphs.step_analysis", ours_s=float(n["seconds"]), peak_rss_mb=float(n["peak_rss_mb"]),
+                         note=f"k-means: {n['method']}"))
+    return rows or [_row(group="steps", note="no rows in steps.csv")]
+
+
 def stage_rows(profile: str, results: Path) -> list[dict]:
     """Wall time and peak RSS per stage from ``results/<profile>/manifest.json``."""
     path = results / profile / "manifest.json"
@@ -282,7 +312,8 @@ def _main(argv=None) -> int:
             results = {r["name"]: r for r in pool.map(job, todo.items())}
 
         rows = []
-        builders = {"chrf": chrf_rows, "betweenness": betweenness_rows, "embedding": embedding_rows}
+        builders = {"chrf": chrf_rows, "betweenness": betweenness_rows, "embedding": embedding_rows,
+                    "steps": steps_rows}
         for name, (_, _, csv_path) in todo.items():
             res = results[name]
             if res["error"]:

@@ -120,6 +120,29 @@ def test_unknown_variant_key(tmp_path):
         load(tmp_path, data)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("stop_token_ids", 151645, "stop_token_ids must be a list of token ids"),
+    ("stop_token_ids", ["151645"], "stop_token_ids must be a list of token ids"),
+    ("stop_token_ids", [-1], "stop_token_ids must be a list of token ids"),
+    ("stop_token_ids", [True], "stop_token_ids must be a list of token ids"),
+    ("stop", "<|im_end|>", "stop must be a list of non-empty strings"),
+    ("stop", [""], "stop must be a list of non-empty strings"),
+    ("stop", [151645], "stop must be a list of non-empty strings"),
+])
+def test_bad_stop_settings(tmp_path, key, value, message):
+    data = base_profile()
+    data["families"]["fam"]["variants"]["RL"][key] = value
+    with pytest.raises(C.ConfigError, match=rf"variant 'RL': {message}"):
+        load(tmp_path, data)
+
+
+def test_stop_settings_are_valid_variant_keys(tmp_path):
+    data = base_profile()
+    data["families"]["fam"]["variants"]["RL"].update(stop_token_ids=[151645, 151643], stop=["<|im_start|>"])
+    spec = load(tmp_path, data)["families"]["fam"]["variants"]["RL"]
+    assert spec["stop_token_ids"] == [151645, 151643] and spec["stop"] == ["<|im_start|>"]
+
+
 def test_unknown_prompt_key_and_style(tmp_path):
     data = base_profile()
     data["families"]["fam"]["prompt"]["colour"] = "red"
@@ -153,18 +176,22 @@ def test_unknown_variant_name(tmp_path):
     assert all(v in msg for v in VARIANTS)
 
 
-def test_missing_variant(tmp_path):
+def test_a_family_may_name_some_variants_but_at_least_two(tmp_path):
     data = base_profile()
-    del data["families"]["fam"]["variants"]["SFT+RL"]
+    for v in ("SFT", "SFT+RL"):
+        del data["families"]["fam"]["variants"][v]
+    p = load(tmp_path, data)
+    assert [v for _, v, _ in C.variant_specs(p)] == ["Base", "RL"]
+    del data["families"]["fam"]["variants"]["RL"]
     with pytest.raises(C.ConfigError) as ei:
         load(tmp_path, data)
-    assert "missing variant(s) ['SFT+RL']" in str(ei.value)
+    assert "names 1 variant(s) ['Base']; a family needs at least two" in str(ei.value)
 
 
 def test_variant_with_both_recipe_and_model(tmp_path):
     data = base_profile()
     data["families"]["fam"]["variants"]["RL"] = {"recipe": "grpo", "from": "Base", "model": "org/id"}
-    with pytest.raises(C.ConfigError, match="exactly one of 'recipe'.*or 'model'"):
+    with pytest.raises(C.ConfigError, match="exactly one of 'recipe'.*'model'.*'completions'"):
         load(tmp_path, data)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import networkx as nx
 import numpy as np
@@ -230,3 +231,191 @@ def test_seed_spread(tmp_path):
     again = seed_spread(_toy_samples(), None, get_embedder("tfidf-char", dim=8), tmp_path, k=5,
                         seeds=(0, 1), progress=False)
     pd.testing.assert_frame_equal(spread, again)
+
+
+# ---------------------------------------------------------------------------------------- streaming
+
+
+class _FakeEmbedder:
+    """Deterministic, not corpus-dependent: the same text gets the same row in any call."""
+
+    name = "fake-hash"
+    normalize = False
+    batch_size = 8
+
+    def __init__(self):
+        self.n_encoded = 0
+
+    def encode(self, texts):
+        self.n_encoded += len(texts)
+        return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=6)
+                         for t in texts]).astype(np.float32)
+
+
+def _whole_table_outputs(samples, emb, cache, k, seed, sparsify_k=None):
+    """What notebook 40 wrote before streaming: the whole table, then graphs, tables and decay."""
+    from rlsft.graphs import graph_tables, graphs_from_steps, node_metric_table
+
+    df, C = step_table(samples, None, emb, cache, k=k, seed=seed, progress=False)
+    graphs = graphs_from_steps(df, C, sparsify_k=sparsify_k)
+    nodes, edges = graph_tables(graphs)
+    return {"steps": df, "nodes": nodes, "edges": edges, "node_metrics": node_metric_table(graphs),
+            "decay": decay_table(df, C, sparsify_k=sparsify_k, progress=False)}
+
+
+def _sorted(df):
+    return df.sort_values(list(df.columns[:-1])).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("sparsify_k", [None, 2])
+def test_streaming_equals_whole_table(tmp_path, sparsify_k):
+    from rlsft.graphs import CLUSTERING_COLUMNS, step_analysis
+
+    samples = _toy_samples()
+    emb = _FakeEmbedder()
+    want = _whole_table_outputs(samples, emb, tmp_path / "cache", k=5, seed=3, sparsify_k=sparsify_k)
+    res = step_analysis(samples, None, emb, tmp_path / "cache", k=5, seed=3, sparsify_k=sparsify_k,
+                        out_dir=tmp_path / "out", progress=False)
+    pd.testing.assert_frame_equal(res.decay, want["decay"])  # same rows, same order
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "decay_rates.csv"),
+                                  want["decay"].astype({"problem": object}), check_dtype=False)
+    for name in ("steps", "nodes", "edges", "node_metrics"):
+        got = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")
+        assert list(got.columns) == list(want[name].columns), name
+        assert dict(got.dtypes) == dict(want[name].dtypes), name
+        key = ["family", "variant", "benchmark", "problem", "sample", "step_idx"] if name == "steps" else None
+        if key:
+            a, b = (d.sort_values(key).reset_index(drop=True) for d in (got, want[name]))
+        else:
+            a, b = _sorted(got), _sorted(want[name])
+        pd.testing.assert_frame_equal(a, b, check_exact=name != "node_metrics")
+    cl = pd.read_csv(tmp_path / "out" / "clustering.csv")
+    assert list(cl.columns) == CLUSTERING_COLUMNS and len(cl) == 3
+    assert (cl["method"] == "kmeans").all() and (cl["k_used"] == 5).all() and (cl["n_encoded"] == 0).all()
+    assert (cl["n_distinct"] <= cl["n_steps"]).all() and (cl["seconds"] > 0).all()
+
+
+def test_streaming_rerun_encodes_nothing_and_keeps_one_group(tmp_path):
+    import weakref
+
+    from rlsft import steps as S
+    from rlsft.graphs import step_analysis
+
+    samples = _toy_samples()
+    emb = _FakeEmbedder()
+    first = step_analysis(samples, None, emb, tmp_path / "c", k=4, out_dir=tmp_path / "o", progress=False)
+    assert first.clustering["n_encoded"].sum() == emb.n_encoded > 0
+    S._CACHES.clear()
+    emb2 = _FakeEmbedder()
+    again = step_analysis(samples, None, emb2, tmp_path / "c", k=4, progress=False)
+    assert emb2.n_encoded == 0 and (again.clustering["n_encoded"] == 0).all()
+    pd.testing.assert_frame_equal(again.decay, first.decay)
+    # one group in memory at a time: a group's embeddings are freed once the next is produced
+    refs = []
+    for group in S.embedded_groups(samples, None, emb2, tmp_path / "c", progress=False):
+        assert group.embeddings.dtype == np.float32
+        assert all(r() is None for r in refs)
+        refs.append(weakref.ref(group.embeddings))
+        del group
+    assert len(refs) == 3
+
+
+def test_parquet_stream_is_atomic(tmp_path):
+    from rlsft.graphs import ParquetStream
+
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"a": [9]}).to_parquet(path)
+    with pytest.raises(RuntimeError):
+        with ParquetStream(path, ["a"]) as w:
+            w.write(pd.DataFrame({"a": [1, 2]}))
+            raise RuntimeError("killed")
+    assert pd.read_parquet(path)["a"].tolist() == [9] and len(list(tmp_path.iterdir())) == 1
+    with ParquetStream(path, ["a"]):
+        pass  # no rows: an empty table with the columns
+    assert list(pd.read_parquet(path).columns) == ["a"] and len(pd.read_parquet(path)) == 0
+
+
+def test_seed_spread_reuses_the_main_seed(tmp_path, monkeypatch):
+    from rlsft import steps as S
+    from rlsft.graphs import step_analysis
+
+    samples = _toy_samples()
+    emb = get_embedder("tfidf-char", dim=8)
+    main = step_analysis(samples, None, emb, tmp_path, k=5, seed=0, progress=False)
+    full = seed_spread(samples, None, emb, tmp_path, k=5, seeds=(0, 1), progress=False)
+    seen = []
+    real = S.cluster_group
+
+    def counting(group, k, seed=0, **kw):
+        seen.append(seed)
+        return real(group, k, seed=seed, **kw)
+
+    monkeypatch.setattr(S, "cluster_group", counting)
+    reused = seed_spread(samples, None, emb, tmp_path, k=5, seeds=(0, 1), progress=False, reuse={0: main.decay})
+    assert seen == [1, 1, 1]  # seed 1 once per group; seed 0 never clustered again
+    pd.testing.assert_frame_equal(reused, full)
+    seen.clear()
+    only0 = seed_spread(samples, None, emb, tmp_path, k=5, seeds=(0,), progress=False, reuse={0: main.decay})
+    assert seen == [] and set(only0["clustering_seed"]) == {0}
+
+
+# ---------------------------------------------------------------------------------------- ablations
+
+
+def test_topk_from_saved_edges_equals_recomputed(tmp_path):
+    from rlsft.graphs import step_analysis, topk_decay_from_saved
+
+    samples = _toy_samples()
+    emb = _FakeEmbedder()
+    step_analysis(samples, None, emb, tmp_path / "c", k=6, seed=1, out_dir=tmp_path / "g", progress=False)
+    df, C = step_table(samples, None, emb, tmp_path / "c", k=6, seed=1, progress=False)
+    for k in (1, 2, 50):
+        got, outdeg = topk_decay_from_saved(tmp_path / "g", k, progress=False)
+        want = decay_table(df, C, sparsify_k=k, progress=False)
+        pd.testing.assert_frame_equal(got, want)
+        assert len(outdeg) == 12 and (outdeg["n_nodes_over_k"] >= 0).all()
+    assert (outdeg["n_nodes_over_k"] == 0).all()  # k = 50: no node loses an edge
+    unsparse = decay_table(df, C, progress=False)
+    pd.testing.assert_frame_equal(topk_decay_from_saved(tmp_path / "g", 50, progress=False)[0], unsparse)
+
+
+def test_na_statuses(tmp_path):
+    from rlsft.graphs import (NA_TOPK_FREQUENCY, STATUS_COMPUTED, ablation_ratios, ablation_settings,
+                              mark_na, step_analysis, topk_na_reason)
+
+    samples = _toy_samples()
+    base = {"embedder": "tfidf-char", "normalize": False, "k": 5, "metric": "euclidean", "sparsify_k": None,
+            "scope": "problem"}
+    emb = get_embedder("tfidf-char")
+    main = step_analysis(samples, None, emb, tmp_path / "c", k=5, out_dir=tmp_path / "g", progress=False)
+    default = decay_ratios(main.decay, n_boot=20)
+    kw = dict(samples=samples, segment_kwargs=None, cache_dir=tmp_path / "c", graph_dir=tmp_path / "g",
+              default_ratios=default, n_boot=20, progress=False)
+    # top-k: frequency is n/a, the other metrics computed (some node has more than 1 out-edge)
+    rat, dec, how = ablation_ratios(ablation_settings(base, {"sparsify_k": 1}), base, **kw)
+    assert "saved graph edges" in how and dec is not None
+    freq = rat["metric"] == "frequency"
+    assert (rat.loc[freq, "status"] == NA_TOPK_FREQUENCY).all() and rat.loc[freq, "ratio"].isna().all()
+    assert rat.loc[freq, "agrees"].isna().all() and (rat.loc[~freq, "status"] == STATUS_COMPUTED).all()
+    assert rat.loc[~freq, "ratio"].notna().any()
+    # top-k larger than every out-degree: every row n/a
+    rat, _, _ = ablation_ratios(ablation_settings(base, {"sparsify_k": 99}), base, **kw)
+    assert rat["status"].str.startswith("n/a").all() and rat["ratio"].isna().all() and rat["agrees"].isna().all()
+    assert (rat.loc[rat.metric != "frequency", "status"].str.contains("no node has more than 99")).all()
+    # cosine on unit vectors: n/a without computing; on raw tf-idf rows: computed
+    unit = {**base, "normalize": True}
+    rat, dec, how = ablation_ratios(ablation_settings(unit, {"metric": "cosine"}), unit, **kw)
+    assert dec is None and rat["status"].str.contains("cosine K-means equals Euclidean").all()
+    assert rat["ratio"].isna().all() and len(rat) == len(default)
+    rat, dec, _ = ablation_ratios(ablation_settings(base, {"metric": "cosine"}), base, **kw)
+    assert dec is not None and (rat["status"] == STATUS_COMPUTED).all()
+    rat, dec, _ = ablation_ratios(ablation_settings(base, {"k_scale": 0.6}), base, **kw)
+    assert (rat["status"] == STATUS_COMPUTED).all() and dec is not None
+    rat, dec, how = ablation_ratios(ablation_settings(base, {}), base, **kw)
+    assert dec is None and rat["status"].str.startswith("n/a").all()
+    # the helpers
+    assert topk_na_reason(pd.DataFrame({"max_out_degree": [2]}), 2).startswith("n/a")
+    with pytest.raises(ValueError, match="n/a"):
+        mark_na(default, default["metric"] == "degree", "skipped")
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablation_settings(base, {"n_clusters": 3})

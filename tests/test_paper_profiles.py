@@ -124,6 +124,18 @@ def test_simplerl_zoo_prompt_for_14b_base_and_rl():
             f"{INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n")
 
 
+@pytest.mark.parametrize("name", PAPER)
+def test_raw_chatml_variants_stop_at_the_end_of_the_turn(name):
+    """A Base/RL model prompted with the raw ChatML template ends its turn with <|im_end|> (151645)
+    and may go on with an invented next turn: those variants stop there and at <|endoftext|>
+    (151643); the chat-template variants rely on their generation config's EOS."""
+    (fspec,) = C.load_profile(name)["families"].values()
+    for v, spec in fspec["variants"].items():
+        prompt = spec.get("prompt", fspec.get("prompt"))
+        chatml = prompt["style"] == "raw" and prompt["user"].startswith("<|im_start|>")
+        assert spec.get("stop_token_ids") == ([151645, 151643] if chatml else None), f"{name} {v}"
+
+
 def test_humaneval_prompts_ask_for_a_code_block():
     for v in VARIANTS:
         text = _prompt("paper-7b-humaneval", v, q="def f(x):\n")

@@ -24,7 +24,6 @@ from rlsft import report as R
 from rlsft.report import build_report, readme_block, update_readme
 
 REPO = Path(__file__).resolve().parents[1]
-CI_RESULTS = REPO / "results" / "ci"
 
 CODE_MARKER = "SECRET_CODE_MARKER_4711 = 1"
 PROFILE = {"name": "demo", "description": "A demo profile for the report tests", "chain": ["demo", "organism"]}
@@ -218,10 +217,16 @@ def test_pages_are_cached_and_refreshed(fake):
     assert not page.exists()  # the notebook is gone, so is its page
 
 
-@pytest.mark.skipif(not (CI_RESULTS / "manifest.json").exists(), reason="no results/ci run to time")
-def test_ci_report_is_fast(tmp_path):
-    root = tmp_path / "ci"
-    shutil.copytree(CI_RESULTS, root, ignore=shutil.ignore_patterns("report", "*.parquet", ".cache", "train"))
+def _copy_ci_results(ci_pipeline, dest: Path, *skip: str) -> Path:
+    """A copy of the session's ci run (tests/conftest.py; a real results/ci, made by the runner in a
+    temporary folder, so a clean clone runs these tests too) without the heavy or unused parts."""
+    assert (ci_pipeline.root / "manifest.json").exists() and (ci_pipeline.root / "report" / "index.html").exists()
+    shutil.copytree(ci_pipeline.root, dest, ignore=shutil.ignore_patterns("*.parquet", ".cache", "train", *skip))
+    return dest
+
+
+def test_ci_report_is_fast(tmp_path, ci_pipeline):
+    root = _copy_ci_results(ci_pipeline, tmp_path / "ci", "report")
     t0 = time.perf_counter()
     html = build_report(root, {"name": "ci"}).read_text()
     assert time.perf_counter() - t0 < 10
@@ -377,18 +382,39 @@ def test_browser_every_image_loads(fake, tmp_path, serve):
     assert (total, broken) == (n_png, 1)
 
 
-@pytest.mark.skipif(not (CI_RESULTS / "report" / "index.html").exists(),
-                    reason="no results/ci/report (run ./run_all.sh --profile ci)")
-def test_browser_ci_report_screenshot(tmp_path, serve):
-    """The real ci report: every figure loads; its screenshot is kept in results/ci/report/."""
+def test_browser_ci_report_screenshot(tmp_path, serve, ci_pipeline):
+    """The real ci report (of the session's ci run): every figure loads; its screenshot is kept
+    next to it, in ``report/screenshot.png`` of the copy under this test's tmp_path."""
     exe = _chromium()
     from rlsft.config import load_profile
 
-    build_report(CI_RESULTS, load_profile("ci"))  # as the runner does: the same page, up to date
-    base = serve(CI_RESULTS)
-    n_png = len(list((CI_RESULTS / "figures").glob("*.png")))
+    root = _copy_ci_results(ci_pipeline, tmp_path / "ci")
+    build_report(root, load_profile("ci"))  # as the runner does: the same page, up to date
+    base = serve(root)
+    n_png = len(list((root / "figures").glob("*.png")))
+    assert n_png > 0
     assert _image_counts(_browse(exe, f"{base}/report/index.html", tmp_path / "chrome1")) == (n_png, 0)
     shot = tmp_path / "ci_report.png"
     _browse(exe, f"{base}/report/index.html", tmp_path / "chrome2", screenshot=shot)
     _assert_real_screenshot(shot)
-    shutil.copyfile(shot, CI_RESULTS / "report" / "screenshot.png")
+    shutil.copyfile(shot, root / "report" / "screenshot.png")
+
+
+def test_headline_leaves_out_comparisons_of_absent_variants(tmp_path):
+    """A family with only Base and RL (imported completions): no SFT rows in the headline."""
+    import pandas as pd
+
+    from rlsft.report import drop_absent_comparisons
+
+    (tmp_path / "samples").mkdir()
+    pd.DataFrame({"family": ["f", "f", "g", "g", "g", "g"], "variant": ["Base", "RL", "Base", "RL", "SFT", "SFT+RL"],
+                  "benchmark": "b", "pass_at_1": 0.5}).to_csv(tmp_path / "samples" / "summary.csv", index=False)
+    ratios = pd.DataFrame({"family": ["f", "f", "f", "g", "g", "g"],
+                           "comparison": ["RL/Base", "SFT/Base", "SFT+RL/SFT"] * 2, "ratio": [1.5, None, None, 2, 3, 4]})
+    ratios.loc[len(ratios)] = ["h", "RL/Base", 0.7]  # a number is never hidden, whatever the summary says
+    kept = drop_absent_comparisons(tmp_path, ratios)
+    assert kept[["family", "comparison"]].values.tolist() == [
+        ["f", "RL/Base"], ["g", "RL/Base"], ["g", "SFT/Base"], ["g", "SFT+RL/SFT"], ["h", "RL/Base"]]
+    kept = drop_absent_comparisons(tmp_path, ratios.iloc[::-1])  # families in the summary's order
+    assert kept["family"].tolist() == ["f", "g", "g", "g", "h"]
+    assert drop_absent_comparisons(tmp_path / "nowhere", ratios).equals(ratios)  # no summary: unchanged

@@ -105,7 +105,7 @@ def test_embed_unique_dedups_and_caches(tmp_path):
     assert sorted(emb.seen) == sorted(u)  # each distinct text encoded exactly once
     assert [u[i] for i in inv] == texts
     assert e.dtype == np.float32 and e.shape == (3, 3)
-    assert list(tmp_path.glob("*/chunk-*.npz"))
+    assert list(tmp_path.glob("*/shard-*.keys.npy"))
 
     again = CountingEmbedder()
     u2, e2, inv2 = embed_unique(texts, again, tmp_path, progress=False)
@@ -126,7 +126,7 @@ def test_embed_unique_batches_and_chunks(tmp_path):
     emb = CountingEmbedder()
     _, e, _ = embed_unique(texts, emb, tmp_path, chunk_size=4, progress=False)
     assert emb.calls == 3 and e.shape == (10, 3)  # batches of 4 (batch_size), chunks of 4
-    assert len(list(tmp_path.glob("*/chunk-*.npz"))) == 3
+    assert len(list(tmp_path.glob("*/shard-*.keys.npy"))) == 3
     with pytest.raises(ValueError, match="sequence"):
         embed_unique("one string", emb, None)
 
@@ -139,10 +139,10 @@ def test_tfidf_embedder_deterministic_and_cached(tmp_path):
     assert np.array_equal(a, get_embedder("tfidf-char", dim=16).encode(texts))
     u, e1, _ = embed_unique(texts, emb, tmp_path, progress=False)
     _, e2, _ = embed_unique(texts, emb, tmp_path, progress=False)
-    assert np.array_equal(e1, e2) and len(list(tmp_path.glob("*/chunk-*.npz"))) == 1
+    assert np.array_equal(e1, e2) and len(list(tmp_path.glob("*/shard-*.keys.npy"))) == 1
     # a different corpus gets its own namespace (tf-idf is fitted on what it encodes)
     embed_unique(texts[:5], emb, tmp_path, progress=False)
-    assert len(list(tmp_path.glob("*/chunk-*.npz"))) == 2
+    assert len(list(tmp_path.glob("*/shard-*.keys.npy"))) == 2
 
 
 def test_unavailable_model_names_fix():
@@ -223,3 +223,163 @@ def test_step_table_pooled_shared_nodes_and_deterministic(tmp_path):
         step_table(samples, None, emb, tmp_path, k=4, scope="dataset", progress=False)
     with pytest.raises(ValueError, match="lack columns"):
         step_table(samples.drop(columns="text"), None, emb, tmp_path, k=4, progress=False)
+
+
+# ---------------------------------------------------------------------------------------- the cache
+
+
+def test_cache_reruns_from_disk_without_encoding(tmp_path):
+    """A fresh process (the per-process index dropped) finds every row on disk: nothing encoded."""
+    from rlsft import steps as S
+
+    texts = [f"sentence {i} " + "x" * (i % 7) for i in range(50)]
+    first = CountingEmbedder()
+    e1, n1 = S.embed_texts(texts, first, tmp_path, chunk_size=8)
+    assert n1 == 50 and e1.dtype == np.float32
+    S._CACHES.clear()
+    again = CountingEmbedder()
+    e2, n2 = S.embed_texts(texts[::-1], again, tmp_path)
+    assert n2 == 0 and again.calls == 0 and np.array_equal(e2, e1[::-1])
+    cache = S.open_cache(tmp_path, again)
+    assert len(cache) == 50 and cache.dim == 3
+    # the index holds 16 bytes per text (prefix, shard, row), never the rows themselves
+    assert cache._prefix.nbytes + cache._shard.nbytes // 4 * 4 + cache._row.nbytes <= 50 * 20
+    assert not any(isinstance(v, np.ndarray) and v.ndim == 2 for v in vars(cache).values())
+
+
+def test_cache_lookup_confirms_full_key_on_prefix_collision(tmp_path):
+    from rlsft.steps import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path / "ns")
+    a = np.zeros((1, 32), dtype=np.uint8)
+    b = a.copy()
+    b[0, 31] = 1  # same 8-byte prefix, another key
+    cache.add(a, np.array([[1.0, 2.0]], dtype=np.float32))
+    hit, rows = cache.lookup(np.concatenate([b, a]))
+    assert hit.tolist() == [False, True] and rows.tolist() == [[1.0, 2.0]]
+    cache.add(b, np.array([[3.0, 4.0]], dtype=np.float32))
+    hit, rows = cache.lookup(np.concatenate([b, a]))
+    assert hit.tolist() == [True, True] and rows.tolist() == [[3.0, 4.0], [1.0, 2.0]]
+    with pytest.raises(ValueError, match="mixes dimensions"):
+        cache.add(np.full((1, 32), 7, dtype=np.uint8), np.zeros((1, 5), dtype=np.float32))
+
+
+def test_cache_converts_the_old_npz_chunks(tmp_path):
+    from rlsft import io as rio
+    from rlsft import steps as S
+
+    texts = ["old one here", "old two here"]
+    emb = CountingEmbedder()
+    ns = S._cache_namespace(tmp_path, emb, None)
+    ns.mkdir(parents=True)
+    rows = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32)
+    np.savez(ns / "chunk-abc.npz", keys=np.asarray([rio.sha256_text(t) for t in texts], dtype="<U64"), emb=rows)
+    got, n_new = S.embed_texts(texts, emb, tmp_path)
+    assert n_new == 0 and emb.calls == 0 and np.array_equal(got, rows)
+    assert not list(ns.glob("chunk-*.npz")) and list(ns.glob("shard-*.keys.npy"))
+
+
+def test_embed_texts_one_call_per_chunk_sorted_by_length(tmp_path):
+    """Misses are sent longest first, in one encode call per chunk (sentence-transformers batches inside)."""
+    from rlsft.steps import embed_texts
+
+    texts = ["a" * n + "b" for n in (3, 9, 1, 7, 5, 11)]
+    emb = CountingEmbedder()  # batch_size 4
+    embed_texts(texts, emb, tmp_path)
+    assert emb.calls == 1 and emb.seen == sorted(texts, key=len, reverse=True)
+    emb2 = CountingEmbedder()
+    out, n_new = embed_texts(texts + ["zz" * 20, "q" * 30], emb2, tmp_path, chunk_size=1)
+    assert n_new == 2 and emb2.calls == 1  # chunks are whole batches (4 texts)
+    assert out.shape == (8, 3)
+
+
+# ---------------------------------------------------------------------------------------- K-means methods
+
+
+def test_cluster_steps_float32_and_methods(monkeypatch):
+    from sklearn.cluster import KMeans
+
+    from rlsft import steps as S
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.1, size=(40, 6)) for c in (0, 3, 6)])  # float64 input
+    seen = []
+    fit = KMeans.fit
+
+    def spy(self, X, y=None, sample_weight=None):
+        seen.append(X.dtype)
+        return fit(self, X, y, sample_weight=sample_weight)
+
+    monkeypatch.setattr(KMeans, "fit", spy)
+    lab, C, info = cluster_steps(X, k=3, seed=0, return_info=True)
+    assert C.dtype == np.float32 and set(seen) == {np.dtype(np.float32)} and len(seen) == 10
+    assert info["method"] == "kmeans" and info["n_init"] == 10 and info["k_used"] == 3
+    assert len(set(lab[:40])) == len(set(lab[40:80])) == len(set(lab[80:])) == 1
+    # above the exact-work budget without faiss: one restart
+    monkeypatch.setattr(S, "faiss_available", lambda: False)
+    seen.clear()
+    lab1, _, info1 = cluster_steps(X, k=3, seed=0, exact_work=10, return_info=True)
+    assert info1["method"] == "kmeans-1" and len(seen) == 1 and len(set(lab1)) == 3
+    lab2, _, info2 = cluster_steps(X, k=3, seed=0, minibatch_above=50, return_info=True)
+    assert info2["method"] == "minibatch" and len(set(lab2)) == 3
+    assert cluster_steps(X[:2], k=3, return_info=True)[2]["method"] == "identity"
+    with pytest.raises(ValueError, match="method"):
+        cluster_steps(X, k=3, method="agglomerative")
+
+
+@pytest.mark.skipif(not __import__("rlsft.steps", fromlist=["x"]).faiss_available(), reason="faiss not installed")
+def test_cluster_steps_faiss_path():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.1, size=(200, 8)) for c in (0, 3, 6)]).astype(np.float32)
+    lab, C, info = cluster_steps(X, k=3, seed=0, exact_work=10, return_info=True)
+    assert info["method"] == "faiss" and C.dtype == np.float32 and lab[0] == 0
+    assert len(set(lab[:200])) == len(set(lab[200:400])) == len(set(lab[400:])) == 1
+    again = cluster_steps(X, k=3, seed=0, exact_work=10)
+    assert np.array_equal(again[0], lab)
+
+
+def test_kmeans_plusplus_weighted_distinct_and_seeded():
+    from rlsft.steps import kmeans_plusplus
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    a = kmeans_plusplus(X, 20, seed=4)
+    assert len(set(a.tolist())) == 20 and np.array_equal(a, kmeans_plusplus(X, 20, seed=4))
+    w = np.full(300, 1e-9)
+    w[7] = 1.0
+    assert kmeans_plusplus(X, 1, seed=0, sample_weight=w).tolist() == [7]  # all mass on row 7
+
+
+def test_unique_rows_first_appearance():
+    from rlsft.steps import _unique_rows
+
+    X = np.array([[2, 2], [1, 1], [2, 2], [0, 0], [1, 1]], dtype=np.float32)
+    first, inv = _unique_rows(X)
+    assert first.tolist() == [0, 1, 3] and inv.tolist() == [0, 1, 0, 2, 1]
+
+
+def test_unit_vector_detection_reads_the_modules():
+    from rlsft.steps import cosine_noop_reason, outputs_unit_vectors
+
+    minilm = get_embedder("all-MiniLM-L6-v2")
+    assert outputs_unit_vectors(minilm) is True and minilm._model is None  # from modules.json, not loaded
+    assert "Normalize module" in cosine_noop_reason(minilm)
+    assert cosine_noop_reason(minilm, sparsify_k=10) is None  # renormalised centroids move edge distances
+    assert cosine_noop_reason(get_embedder("tfidf-char", dim=4)) is None
+    assert outputs_unit_vectors(CountingEmbedder()) is None
+    norm = CountingEmbedder()
+    norm.normalize = True
+    assert cosine_noop_reason(norm).startswith("n/a: embeddings are unit vectors (normalize=True)")
+
+
+def test_cache_survives_removed_shards(tmp_path):
+    """A shard deleted under a running process is re-encoded, not an error."""
+    from rlsft import steps as S
+
+    texts = ["alpha beta gamma", "delta epsilon"]
+    S.embed_texts(texts, CountingEmbedder(), tmp_path)
+    for f in tmp_path.glob("*/shard-*"):
+        f.unlink()
+    again = CountingEmbedder()
+    out, n_new = S.embed_texts(texts, again, tmp_path)
+    assert n_new == 2 and out.shape == (2, 3)

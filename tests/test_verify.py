@@ -301,3 +301,107 @@ def test_helper_process_that_hangs_is_killed(monkeypatch):
     assert out["result"] == ("1", False)
     assert time.monotonic() - t0 < 30
     assert out["worker"].proc is None        # killed and forgotten; the next call starts afresh
+
+
+# ------------------------------------------------------------------------------- verify status
+
+@pytest.mark.parametrize("text, gold, expected", [
+    (r"so \boxed{204}", "204", ("204", True, "ok")),
+    (r"so \boxed{205}", "204", ("205", False, "ok")),
+    ("the answer is 204", "204", (None, False, "no_box")),
+    (r"\boxed{12", "12", (None, False, "no_box")),            # never closed (truncated)
+    (r"\boxed{}", "204", ("", False, "no_box")),
+    (r"\boxed{ }", "204", (" ", False, "no_box")),
+    (r"\boxed{\,}", "204", (r"\,", False, "parse_error")),     # a box math-verify cannot read
+    (r"\boxed{" + "1+" * 1000 + "1}", "1001", ("1+" * 1000 + "1", False, "parse_error")),  # too long
+])
+def test_verify_math_status(text, gold, expected):
+    assert V.verify_math_status(text, gold) == expected
+    assert verify_math(text, gold) == expected[:2]           # the 2-tuple API is unchanged
+
+
+def test_verify_math_status_timeout_main_thread_and_isolated():
+    for isolate in (False, True):
+        t0 = time.monotonic()
+        assert V.verify_math_status(r"\boxed{10^{10^{10}}}", "5", timeout=1, isolate=isolate) == \
+            ("10^{10^{10}}", False, "timeout")
+        assert time.monotonic() - t0 < 60
+
+
+def test_verify_math_status_parser_crash_is_a_parse_error(monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("parser exploded")
+    monkeypatch.setattr(V, "_check_math", boom)
+    assert V.verify_math_status(r"\boxed{1}", "1") == ("1", False, "parse_error")
+
+
+def test_unparseable_gold_raises_for_verify_math_but_is_a_status_otherwise(monkeypatch, caplog):
+    monkeypatch.setattr(V, "_parse_gold", lambda gold, timeout: (_ for _ in ()).throw(
+        V.GoldParseError(f"math-verify could not parse the gold answer {gold!r}")))
+    with pytest.raises(ValueError, match="gold answer"):
+        verify_math(r"\boxed{1}", "1")
+    with caplog.at_level(logging.WARNING, logger="rlsft.verify"):
+        assert V.verify_math_status(r"\boxed{1}", "1") == ("1", False, "parse_error")
+    assert "gold answer" in caplog.text
+
+
+def test_helper_process_overrun_is_a_timeout(monkeypatch):
+    hang = ("import sys, time; print('{\"ready\": true}', flush=True); sys.stdin.readline(); "
+            "time.sleep(600)")
+    monkeypatch.setattr(V, "_WORKER_CODE", hang)
+    monkeypatch.setattr(V._Worker, "WALL_FACTOR", 1)
+    monkeypatch.setattr(V._Worker, "WALL_GRACE", 0.5)
+    V.shutdown_workers()  # this thread's helper (if any) restarts with the hanging code
+    assert V.verify_math_status(r"\boxed{1}", "1", timeout=1, isolate=True) == ("1", False, "timeout")
+    assert V._local.worker.proc is None  # killed; the next check starts a fresh (real) helper
+
+
+def test_run_verifier_uses_the_status_twin_and_accepts_user_verifiers():
+    assert get_verifier("math").with_status is V.verify_math_status
+    assert V.run_verifier(get_verifier("math"), "no box", {"answer": "3"}) == (None, False, "no_box")
+
+    def exact(text, problem):                      # a user's verifier, the old 2-tuple API
+        return text.strip(), text.strip() == str(problem["answer"])
+
+    def exact3(text, problem):                     # ... or one that reports its own status
+        return None, False, "timeout"
+
+    register_verifier("user_exact", exact)
+    try:
+        assert V.run_verifier(get_verifier("user_exact"), " 4 ", {"answer": 4}) == ("4", True, "ok")
+        assert V.run_verifier(exact3, "4", {}) == (None, False, "timeout")
+        with pytest.raises(ValueError, match="status"):
+            V.run_verifier(lambda t, p: (None, False, "weird"), "4", {})
+        with pytest.raises(TypeError, match="must return"):
+            V.run_verifier(lambda t, p: ("4", True, "ok", "extra"), "4", {})
+    finally:
+        VERIFIERS.pop("user_exact", None)
+
+
+def test_humaneval_status_names_a_sandbox_timeout():
+    from rlsft.humaneval import verify_humaneval_status
+
+    problem = {"prompt": "def f(x):\n", "entry_point": "f", "test": "def check(c):\n    assert c(3) == 9\n"}
+    assert V.run_verifier(get_verifier("humaneval"), "    return x * x\n", problem) == \
+        ("    return x * x\n", True, "ok")
+    assert verify_humaneval_status("    return x\n", problem)[1:] == (False, "ok")    # failed: judged
+    assert verify_humaneval_status("    while True:\n        pass\n", problem, timeout=1)[1:] == (False, "timeout")
+
+
+def test_summary_table_counts_statuses():
+    df = _samples({"p1": [1, 0, 0, 0], "p2": [0, 0, 0, 0]})
+    df["verify_status"] = ["ok", "no_box", "no_box", "timeout", "parse_error", "ok", "ok", "ok"]
+    other = _samples({"p1": [1, 1]}, variant="RL")
+    other["verify_status"] = "ok"
+    out = summary_table(pd.concat([df, other], ignore_index=True)).set_index("variant")
+    assert out.loc["Base", ["n_no_box", "n_parse_error", "n_timeout"]].tolist() == [2, 1, 1]
+    assert out.loc["RL", ["n_no_box", "n_parse_error", "n_timeout"]].tolist() == [0, 0, 0]
+    bad = df.assign(verify_status="maybe")
+    with pytest.raises(ValueError, match="verify_status"):
+        summary_table(bad)
+
+
+def test_summary_table_of_an_old_table_without_statuses():
+    out = summary_table(_samples({"p1": [1, 0]}))
+    assert out[["n_no_box", "n_parse_error", "n_timeout"]].isna().all(axis=None)
+    assert out["accuracy"].iloc[0] == 0.5

@@ -19,6 +19,9 @@ Layout of a profile::
           Base:   {recipe: pretrain}                  # trained by the train stage, or
           RL:     {model: org/id, revision: abc123}   # a hub id or a local path
           SFT:    {model: org/id, prompt: {...}}      # a variant's prompt replaces the family's
+          SFT+RL: {completions: {aime24: runs/a.jsonl}}  # or import existing completions (rlsft.completions)
+                                                      # a family may name only some variants (at least two)
+          SFT+RL: {model: org/id, stop_token_ids: [151645], stop: ["..."]}  # ends besides the EOS
     stages:
       <stage>: {<parameter>: <value>, ...}            # injected into that stage's notebook
 
@@ -43,7 +46,10 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 TOP_KEYS = {"description", "extends", "seed", "device", "benchmark_folder", "families", "stages"}
 FAMILY_KEYS = {"label", "prompt", "variants", "size"}
 PROMPT_KEYS = {"style", "system", "user"}
-VARIANT_KEYS = {"recipe", "from", "model", "revision", "tensor_parallel_size", "max_model_len", "dtype", "prompt"}
+VARIANT_KEYS = {"recipe", "from", "model", "revision", "tensor_parallel_size", "max_model_len", "dtype", "prompt",
+                "completions", "stop_token_ids", "stop"}
+SOURCE_KEYS = ("recipe", "model", "completions")
+"""Where a variant's answers come from: trained here, a model to sample, or completions to import."""
 RECIPES = {"pretrain", "sft", "grpo"}
 
 
@@ -137,6 +143,24 @@ def _check_prompt(where: str, prompt) -> None:
         raise ConfigError(f"{where}: prompt.style must be 'raw' or 'chat', got {style!r}")
 
 
+def _check_stop(where: str, vs: dict) -> None:
+    """A variant's stop settings: ``stop_token_ids`` a list of token ids, ``stop`` a list of strings.
+
+    >>> _check_stop("v", {"stop_token_ids": [151645, 151643], "stop": ["</answer>"]})
+    >>> _check_stop("v", {"stop_token_ids": "151645"})
+    Traceback (most recent call last):
+    ...
+    rlsft.config.ConfigError: v: stop_token_ids must be a list of token ids (ints >= 0), like [151645, 151643]; got '151645'
+    """
+    ids = vs.get("stop_token_ids", [])
+    if not isinstance(ids, list) or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in ids):
+        raise ConfigError(f"{where}: stop_token_ids must be a list of token ids (ints >= 0), like "
+                          f"[151645, 151643]; got {ids!r}")
+    stop = vs.get("stop", [])
+    if not isinstance(stop, list) or any(not isinstance(x, str) or not x for x in stop):
+        raise ConfigError(f"{where}: stop must be a list of non-empty strings, like ['<|im_start|>']; got {stop!r}")
+
+
 def validate_profile(p: dict) -> None:
     """Raise ``ConfigError`` on anything a run would trip over later."""
     name = p.get("name", "?")
@@ -156,9 +180,9 @@ def validate_profile(p: dict) -> None:
         bad = sorted(set(variants) - set(VARIANTS))
         if bad:
             raise ConfigError(f"{where}: unknown variant(s) {bad}; the variants are {list(VARIANTS)}")
-        missing = [v for v in VARIANTS if v not in variants]
-        if missing:
-            raise ConfigError(f"{where}: missing variant(s) {missing}; every family needs {list(VARIANTS)}")
+        if len(variants) < 2:
+            raise ConfigError(f"{where}: names {len(variants)} variant(s) {sorted(variants)}; a family needs at least "
+                              f"two of {list(VARIANTS)} to compare (the paper's four, or e.g. Base and RL)")
         for v, vs in variants.items():
             vwhere = f"{where}, variant {v!r}"
             if not isinstance(vs, dict):
@@ -166,13 +190,25 @@ def validate_profile(p: dict) -> None:
             _unknown(vwhere, vs, VARIANT_KEYS)
             if "prompt" in vs:  # a variant's own prompt replaces the family's
                 _check_prompt(vwhere, vs["prompt"])
-            if ("recipe" in vs) == ("model" in vs):
-                raise ConfigError(f"{vwhere}: give exactly one of 'recipe' (train it) or 'model' (hub id or path)")
+            _check_stop(vwhere, vs)
+            sources = [k for k in SOURCE_KEYS if k in vs]
+            if len(sources) != 1:
+                raise ConfigError(f"{vwhere}: give exactly one of 'recipe' (train it), 'model' (hub id or path) or "
+                                  f"'completions' (a file of existing completions, or {{benchmark: file}}); got "
+                                  f"{sources or 'none'}")
+            if "completions" in vs:
+                from .completions import CompletionsError, completion_files
+
+                try:
+                    completion_files(vs["completions"], Path(p.get("path", ".")).parent, f"{vwhere}, completions")
+                except CompletionsError as e:
+                    raise ConfigError(str(e)) from None
             if "recipe" in vs:
                 if vs["recipe"] not in RECIPES:
                     raise ConfigError(f"{vwhere}: unknown recipe {vs['recipe']!r}; known: {sorted(RECIPES)}")
-                if vs["recipe"] != "pretrain" and vs.get("from") not in VARIANTS:
-                    raise ConfigError(f"{vwhere}: recipe {vs['recipe']!r} needs 'from' naming a variant")
+                if vs["recipe"] != "pretrain" and vs.get("from") not in variants:
+                    raise ConfigError(f"{vwhere}: recipe {vs['recipe']!r} needs 'from' naming a variant of this "
+                                      f"family ({sorted(variants)})")
     stages = p.get("stages") or {}
     from .notebooks import declared_parameters, stage_names
 
@@ -194,10 +230,23 @@ def stage_params(profile: dict, stage: str) -> dict:
 
 
 def variant_specs(profile: dict):
-    """Yield ``(family, variant, spec)`` in profile order and the canonical variant order."""
+    """Yield ``(family, variant, spec)`` in profile order and the canonical variant order; a family
+    may name only some of the variants (e.g. Base and RL)."""
     for fam, spec in profile["families"].items():
         for v in VARIANTS:
-            yield fam, v, spec["variants"][v]
+            if v in spec["variants"]:
+                yield fam, v, spec["variants"][v]
+
+
+def completion_files(profile: dict, family: str, variant: str) -> dict:
+    """``{benchmark: Path}`` of a variant that imports completions (``{}`` for the others)."""
+    spec = profile["families"][family]["variants"][variant]
+    if "completions" not in spec:
+        return {}
+    from .completions import completion_files as files
+
+    return files(spec["completions"], Path(profile.get("path", ".")).parent,
+                 f"profile {profile.get('name')!r}, family {family!r}, variant {variant!r}, completions")
 
 
 def get(d: dict, dotted: str, default: Any = None) -> Any:

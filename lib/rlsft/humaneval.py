@@ -488,6 +488,20 @@ def verify_humaneval(text: str, problem: Mapping, timeout: float = 10.0, memory_
     ``problem`` needs ``prompt``, ``test`` and ``entry_point`` (a ``load_benchmark("humaneval")``
     record). An empty extraction is ``(None, False)`` without running anything.
     """
+    code, passed, _ = verify_humaneval_status(text, problem, timeout=timeout, memory_mb=memory_mb)
+    return code, passed
+
+
+def verify_humaneval_status(text: str, problem: Mapping, timeout: float = 10.0, memory_mb: int = 1024
+                            ) -> tuple[str | None, bool, str]:
+    """``verify_humaneval`` with the verify status of ``rlsft.verify.STATUSES``:
+    ``(extracted_code, passed, status)``, status ``timeout`` when the sandbox hit its time limit
+    (wall clock or CPU) and ``ok`` otherwise (the tests ran: passed, failed or raised).
+
+    >>> p = {"prompt": "def f():\\n", "entry_point": "f", "test": "def check(c):\\n    assert c() == 1\\n"}
+    >>> verify_humaneval_status("    return 1\\n", p), verify_humaneval_status("", p)
+    (('    return 1\\n', True, 'ok'), (None, False, 'ok'))
+    """
     if not isinstance(problem, Mapping):
         raise TypeError(f"problem must be a mapping, got {type(problem).__name__}")
     missing = [k for k in ("prompt", "test", "entry_point") if k not in problem]
@@ -495,11 +509,11 @@ def verify_humaneval(text: str, problem: Mapping, timeout: float = 10.0, memory_
         raise KeyError(f"humaneval problem lacks keys {missing} (has {sorted(problem)})")
     code = extract_code(text)
     if not code.strip():
-        return None, False
+        return None, False, "ok"
     result = check_program(problem["prompt"], build_completion(code, problem["entry_point"]),
                            problem["test"], problem["entry_point"], timeout=timeout,
                            memory_mb=memory_mb)
     if result["status"] in ("timeout", "error"):
         log.debug("%s: %s: %s", problem.get("id", problem["entry_point"]), result["status"],
                   result["detail"][:200])
-    return code, result["passed"]
+    return code, result["passed"], "timeout" if result["status"] == "timeout" else "ok"

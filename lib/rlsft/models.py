@@ -111,8 +111,11 @@ def plan_lines(profile: dict) -> list[str]:
 
     sp = effective_params(profile, "samples")
     n_problems = _n_problems(profile)
-    specs = [spec for _, _, spec in C.variant_specs(profile)]
-    if n_problems:
+    specs = [spec for _, _, spec in C.variant_specs(profile) if "completions" not in spec]
+    n_imported = sum("completions" in spec for _, _, spec in C.variant_specs(profile))
+    if n_imported:
+        lines.append(f"imported: {n_imported} variant(s) read from completions files (nothing generated for them)")
+    if n_problems and specs:
         m, cap = int(sp.get("M", 0) or 0), int(sp.get("max_new_tokens", 0) or 0)
         total = len(specs) * n_problems * m
         # a variant's max_model_len (its context) caps its completions below max_new_tokens

@@ -162,14 +162,48 @@ def _read_csv(path: Path):
     return pd.read_csv(path)
 
 
+def drop_absent_comparisons(root: Path, df):
+    """Rows of a ratio table whose comparison ("RL/Base") names two variants the family has.
+
+    A family may hold only some variants (imported completions of Base and RL, say); its tables
+    still carry the paper's other comparisons as empty rows, which the headline leaves out (a row
+    with a ratio is always kept). The
+    variants present are read from ``samples/summary.csv``; without it ``df`` is returned as is.
+    """
+    try:
+        summary = _read_csv(Path(root) / "samples" / "summary.csv")
+    except Exception:  # noqa: BLE001 - no summary: nothing to filter by
+        summary = None
+    if df is None or summary is None or "comparison" not in df.columns or "variant" not in summary.columns:
+        return df
+    import pandas as pd
+
+    fam_col = "family" in df.columns and "family" in summary.columns
+    have = set(zip(summary["family"], summary["variant"])) if fam_col else {(None, v) for v in summary["variant"]}
+
+    def keep(r):  # a row with a number is always kept
+        fam = r["family"] if fam_col else None
+        has_number = "ratio" in r.index and pd.notna(r["ratio"])
+        return has_number or all((fam, v) in have for v in str(r["comparison"]).split("/"))
+
+    out = df[[keep(r) for _, r in df.iterrows()]]
+    if fam_col:  # families in profile order (the summary's), not alphabetical
+        rank = {f: i for i, f in enumerate(dict.fromkeys(summary["family"]))}
+        out = out.iloc[sorted(range(len(out)), key=lambda i: rank.get(out["family"].iloc[i], len(rank)))]
+    return out.reset_index(drop=True)
+
+
 def _variant_order(df):
-    """``df`` sorted by family, the variants in the canonical order, then benchmark."""
+    """``df`` sorted by family (in order of first appearance), the variants in the canonical order,
+    then benchmark."""
     if df is None or "variant" not in df.columns:
         return df
     df = df.copy()
     df["_v"] = df["variant"].map({v: i for i, v in enumerate(VARIANTS)}).fillna(len(VARIANTS))
-    keys = [k for k in ("family", "_v", "variant", "benchmark") if k in df.columns]
-    return df.sort_values(keys, kind="stable").drop(columns="_v")
+    if "family" in df.columns:  # families in the order they first appear (the profile's order)
+        df["_f"] = df["family"].map({f: i for i, f in enumerate(dict.fromkeys(df["family"]))})
+    keys = [k for k in ("_f", "_v", "variant", "benchmark") if k in df.columns]
+    return df.sort_values(keys, kind="stable").drop(columns=["_v", "_f"], errors="ignore")
 
 
 def load_manifest(root: Path) -> dict | None:
@@ -399,6 +433,7 @@ def _load_table(root: Path, key: str):
         return None, rel, _error_note(rel, exc)
     if df is None:
         return None, rel, _missing_note(root, key)
+    df = drop_absent_comparisons(root, df)
     if df.empty:
         return None, rel, f'<p class="missing"><code>{_esc(rel)}</code> has no rows.</p>'
     return df, rel, None
@@ -715,6 +750,7 @@ def readme_block(root: Path) -> str:
             df = _read_csv(root / rel)
         except Exception as exc:  # noqa: BLE001
             return None, f"(could not read `{src(key)}`: {exc})"
+        df = drop_absent_comparisons(root, df)
         if df is None or df.empty:
             return None, f"({NOT_COMPUTED}: `{src(key)}`)"
         return df, None

@@ -82,12 +82,26 @@ def stage_key(info, params: dict, profile: dict, store: Store) -> tuple[str | No
              "params": sha256_text(repr(sorted(params.items()))),
              "profile": sha256_text(repr({k: profile.get(k) for k in ("families", "seed", "device",
                                                                      "benchmark_folder")}))}
+    imported = imported_fingerprint(profile)
+    if imported:
+        parts["completions"] = imported  # an edited completions file reruns every stage that reads it
     for dep in info.inputs:
         d = store.digest(dep)
         if d is None:
             return None, parts
         parts[f"input:{dep}"] = d
     return sha256_text(*[f"{k}={v}" for k, v in sorted(parts.items())]), parts
+
+
+def imported_fingerprint(profile: dict) -> str | None:
+    """sha256 over the contents of every ``completions:`` file of the profile (None if there are none)."""
+    from .completions import fingerprint
+
+    files = {f"{fam}/{v}/{b}": p for fam, v, _ in C.variant_specs(profile)
+             for b, p in C.completion_files(profile, fam, v).items()}
+    if not files or not all(p.is_file() for p in files.values()):
+        return None
+    return fingerprint(files)
 
 
 def _kernel_name(requested: str | None) -> str:
@@ -108,6 +122,9 @@ def describe_models(profile: dict) -> list[str]:
     for fam, v, spec in C.variant_specs(profile):
         if "recipe" in spec:
             src = f"trained here: recipe {spec['recipe']}" + (f" from {spec['from']}" if "from" in spec else "")
+        elif "completions" in spec:
+            files = C.completion_files(profile, fam, v)
+            src = f"imported completions: {len(files)} file(s), e.g. {next(iter(files.values()))}"
         else:
             src = f"{spec['model']}" + (f" @ {spec['revision']}" if spec.get("revision") else "")
         lines.append(f"  {fam:>12} {v:<7} {src}")
@@ -119,6 +136,12 @@ def preflight(profile: dict, infos, dry_run: bool) -> None:
     from .models import missing_models, download_hint
 
     missing = missing_models(profile)
+    absent = [f"{fam}/{v}: {p}" for fam, v, _ in C.variant_specs(profile)
+              for p in C.completion_files(profile, fam, v).values() if not p.is_file()]
+    if absent:
+        raise C.ConfigError("these completions files do not exist:\n" + "\n".join(f"  - {a}" for a in absent)
+                            + "\nfix the paths under 'completions:' in the profile (relative paths start at "
+                            "the profile's folder)")
     if dry_run:
         from .models import plan_lines
 

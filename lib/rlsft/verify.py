@@ -2,14 +2,22 @@
 
 - ``last_boxed``     the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` of a response
 - ``verify_math``    last boxed answer vs. the gold answer with ``math-verify`` [default]
+- ``verify_math_status``  the same, also returning the verify status (below)
 - ``pass_at_k``      the unbiased estimator of Chen et al. (2021), product form
 - ``pass_at_k_table`` / ``summary_table``  per-model tables from a samples DataFrame
 - ``VERIFIERS``      a registry: name -> ``fn(text, problem) -> (extracted, correct)``
+- ``run_verifier`` / ``as_verify_result``  any verifier's answer as ``(extracted, correct, status)``
 
 Every registered verifier takes the response text and the benchmark problem (the dict that
 ``rlsft.benchmarks.load_benchmark`` returns; math verifiers also accept the gold answer string)
 and returns ``(extracted, correct)``: the extracted answer (None when nothing could be
-extracted) and a bool.
+extracted) and a bool; or ``(extracted, correct, status)``.
+
+The verify status (``STATUSES``) says why an answer counts as incorrect when the verifier could
+not judge it: ``ok`` (the verifier ran; ``correct`` is its verdict), ``no_box`` (no ``\\boxed{}``
+answer), ``parse_error`` (math-verify could not parse the answer or the gold), ``timeout`` (the
+check ran out of time). A verifier that returns a 2-tuple reports ``ok``; a built-in verifier
+carries its status-reporting twin as ``fn.with_status``, which ``run_verifier`` uses.
 
 math-verify times its parsing and comparison with ``signal.alarm``, which only works in the main
 thread. ``verify_math`` therefore uses math-verify's own timeouts in the main thread and, in any
@@ -20,6 +28,8 @@ it overruns, so a pathological answer can never hang the caller.
 '3'
 >>> verify_math(r"The answer is $\\boxed{\\dfrac{1}{2}}$.", "0.5")
 ('\\\\dfrac{1}{2}', True)
+>>> verify_math_status("no box: 7", "7")
+(None, False, 'no_box')
 >>> round(pass_at_k(10, 3, 2), 4)
 0.5333
 """
@@ -35,6 +45,7 @@ import select
 import subprocess
 import sys
 import threading
+from itertools import product
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -45,6 +56,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_KEY = ("family", "variant", "benchmark")
 """The columns that identify one model on one benchmark."""
+
+STATUSES = ("ok", "no_box", "parse_error", "timeout")
+"""Values of the ``verify_status`` column: the verifier ran (``ok``), or why it could not judge."""
 
 # ----------------------------------------------------------------------------------------------
 # Extraction
@@ -148,6 +162,10 @@ def _gold_text(gold: Any) -> str:
     return gold
 
 
+class GoldParseError(ValueError):
+    """math-verify could not parse a gold answer (a data problem, not a model's)."""
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_gold(gold: str, timeout: int | None):
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
@@ -155,20 +173,38 @@ def _parse_gold(gold: str, timeout: int | None):
     parsed = parse(f"${_normalise_answer(gold)}$", [LatexExtractionConfig(), ExprExtractionConfig()],
                    parsing_timeout=timeout)
     if not parsed:
-        raise ValueError(f"math-verify could not parse the gold answer {gold!r}")
+        raise GoldParseError(f"math-verify could not parse the gold answer {gold!r}")
     return parsed
 
 
-def _check_math(content: str, gold: str, timeout: int | None) -> bool:
-    """math-verify comparison of an extracted answer with the gold (no thread handling)."""
+def _check_math(content: str, gold: str, timeout: int | None) -> tuple[bool, str]:
+    """math-verify comparison of an extracted answer with the gold (no thread handling):
+    ``(correct, status)`` with status ``ok``, ``parse_error`` (answer not parsed) or ``timeout``.
+
+    Each (gold, answer) reading is compared on its own, as ``math_verify.verify`` does, so that a
+    timed-out comparison is told apart from a wrong answer.
+    """
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+    from math_verify.errors import TimeoutException
 
     gold_parsed = _parse_gold(gold, timeout)
-    pred = parse(f"${_normalise_answer(content)}$", [LatexExtractionConfig(), ExprExtractionConfig()],
-                 parsing_timeout=timeout)
+    try:
+        pred = parse(f"${_normalise_answer(content)}$", [LatexExtractionConfig(), ExprExtractionConfig()],
+                     parsing_timeout=timeout, raise_on_error=True)
+    except TimeoutException:
+        return False, "timeout"
     if not pred:
-        return False
-    return bool(verify(gold_parsed, pred, timeout_seconds=timeout))
+        return False, "parse_error"
+    timed_out = False
+    for g, t in product(gold_parsed, pred):
+        try:
+            if verify(g, t, timeout_seconds=timeout, raise_on_error=True):
+                return True, "ok"
+        except TimeoutException:
+            timed_out = True
+        except Exception:  # noqa: BLE001 - this reading cannot be compared: try the next one
+            continue
+    return False, "timeout" if timed_out else "ok"
 
 
 def verify_math(text: str, gold: Any, timeout: int = 5, isolate: bool | None = None
@@ -177,10 +213,11 @@ def verify_math(text: str, gold: Any, timeout: int = 5, isolate: bool | None = N
 
     ``gold`` is the gold answer (str or number) or a benchmark problem dict with an ``answer``.
     Returns ``(extracted, correct)``; ``extracted`` is None when the response has no (closed)
-    box. Never raises on odd *responses*: parser errors and timeouts count as incorrect (logged).
-    ``timeout`` (whole seconds) bounds parsing and comparison each. ``isolate``: run the check in
-    a helper process killed on overrun; default (None) = only when not in the main thread, where
-    math-verify's signal-based timeout cannot work.
+    box. Never raises on odd *responses*: parser errors and timeouts count as incorrect (logged;
+    ``verify_math_status`` also says which). A gold answer math-verify cannot parse raises
+    ``GoldParseError`` (a ``ValueError``). ``timeout`` (whole seconds) bounds parsing and
+    comparison each. ``isolate``: run the check in a helper process killed on overrun; default
+    (None) = only when not in the main thread, where math-verify's signal-based timeout cannot work.
 
     >>> verify_math(r"\\boxed{12\\text{ cm}}", "12")
     ('12\\\\text{ cm}', True)
@@ -189,31 +226,67 @@ def verify_math(text: str, gold: Any, timeout: int = 5, isolate: bool | None = N
     >>> verify_math(r"\\boxed{30^\\circ}", "30")[1], verify_math("no box: 204", "204")
     (True, (None, False))
     """
+    extracted, correct, _ = _verify_math(text, gold, timeout, isolate, strict_gold=True)
+    return extracted, correct
+
+
+def verify_math_status(text: str, gold: Any, timeout: int = 5, isolate: bool | None = None
+                       ) -> tuple[str | None, bool, str]:
+    """``verify_math`` that also says how the check went: ``(extracted, correct, status)``.
+
+    ``status`` is ``ok`` (math-verify compared the answer; ``correct`` is the verdict),
+    ``no_box`` (no closed, non-empty ``\\boxed{}``), ``parse_error`` (math-verify could not parse
+    the answer, or the gold answer: logged as a warning, since that is a data problem) or
+    ``timeout`` (parsing or comparison ran out of time). ``correct`` is False unless ``ok``.
+
+    >>> verify_math_status(r"\\boxed{\\frac{1}{2}}", "0.5")
+    ('\\\\frac{1}{2}', True, 'ok')
+    >>> verify_math_status(r"\\boxed{7}", "8"), verify_math_status(r"\\boxed{}", "8")
+    (('7', False, 'ok'), ('', False, 'no_box'))
+    >>> verify_math_status(r"\\boxed{\\,}", "8")  # a box holding only a thin space
+    ('\\\\,', False, 'parse_error')
+    """
+    return _verify_math(text, gold, timeout, isolate, strict_gold=False)
+
+
+verify_math.with_status = verify_math_status
+
+
+def _verify_math(text: str, gold: Any, timeout: int, isolate: bool | None, strict_gold: bool
+                 ) -> tuple[str | None, bool, str]:
+    """The check behind ``verify_math`` (``strict_gold``: an unparseable gold raises) and
+    ``verify_math_status`` (it is a ``parse_error``)."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"timeout must be a whole number of seconds >= 1, got {timeout!r}")
     gold_s = _gold_text(gold)
     content = last_boxed(text)
-    if content is None:
-        return None, False
-    if not content.strip():
-        return content, False
+    if content is None or not content.strip():
+        return content, False, "no_box"
     if len(content) > MAX_ANSWER_CHARS:
         log.warning("boxed answer of %d chars not parsed (> MAX_ANSWER_CHARS=%d): incorrect",
                     len(content), MAX_ANSWER_CHARS)
-        return content, False
+        return content, False, "parse_error"
     if isolate is None:
         isolate = threading.current_thread() is not threading.main_thread()
-    if isolate:
-        return content, _isolated_check(content, gold_s, timeout)
-    _parse_gold(gold_s, timeout)  # a gold that cannot be parsed is a data error: raise
     try:
-        return content, _check_math(content, gold_s, timeout)
+        if isolate:
+            ok, status = _isolated_check(content, gold_s, timeout)
+            return content, ok, status
+        _parse_gold(gold_s, timeout)  # a gold that cannot be parsed is a data error
+    except GoldParseError as exc:
+        if strict_gold:
+            raise
+        log.warning("%s: every answer to it is a parse_error", exc)
+        return content, False, "parse_error"
+    try:
+        ok, status = _check_math(content, gold_s, timeout)
+        return content, ok, status
     except Exception as exc:  # noqa: BLE001 - odd responses must not stop a run
         log.warning("math-verify failed on %r vs %r (%s: %s): incorrect", content[:80], gold_s,
                     type(exc).__name__, exc)
-        return content, False
+        return content, False, "parse_error"
 
 
 # -- helper process for non-main threads ---------------------------------------------------------
@@ -233,10 +306,10 @@ def _worker_loop() -> None:
     for line in sys.stdin:
         req = json.loads(line)
         try:
-            ok, err = _check_math(req["content"], req["gold"], req["timeout"]), None
+            (ok, status), err = _check_math(req["content"], req["gold"], req["timeout"]), None
         except Exception as exc:  # noqa: BLE001
-            ok, err = False, f"{type(exc).__name__}: {exc}"
-        out.write(json.dumps({"ok": bool(ok), "err": err}) + "\n")
+            ok, status, err = False, "parse_error", f"{type(exc).__name__}: {exc}"
+        out.write(json.dumps({"ok": bool(ok), "status": status, "err": err}) + "\n")
         out.flush()
 
 
@@ -267,7 +340,8 @@ class _Worker:
         line = self.proc.stdout.readline()
         return json.loads(line) if line else None
 
-    def check(self, content: str, gold: str, timeout: int) -> bool:
+    def check(self, content: str, gold: str, timeout: int) -> tuple[bool, str]:
+        """``(correct, status)``; an overrun kills the helper and is a ``timeout``."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         self.proc.stdin.write(json.dumps({"content": content, "gold": gold, "timeout": timeout}) + "\n")
@@ -276,13 +350,13 @@ class _Worker:
         if reply is None:
             log.warning("math-verify helper overran on %r vs %r: killed, incorrect", content[:80], gold)
             self.close()
-            return False
+            return False, "timeout"
         if reply["err"]:
-            if reply["err"].startswith("ValueError: math-verify could not parse the gold"):
-                raise ValueError(reply["err"].split(": ", 1)[1])
+            if reply["err"].startswith("GoldParseError: "):
+                raise GoldParseError(reply["err"].split(": ", 1)[1])
             log.warning("math-verify failed on %r vs %r (%s): incorrect", content[:80], gold,
                         reply["err"])
-        return reply["ok"]
+        return reply["ok"], reply.get("status", "ok")
 
     def close(self) -> None:
         if self.proc is not None:
@@ -304,7 +378,7 @@ _workers: list[_Worker] = []
 _workers_lock = threading.Lock()
 
 
-def _isolated_check(content: str, gold: str, timeout: int) -> bool:
+def _isolated_check(content: str, gold: str, timeout: int) -> tuple[bool, str]:
     worker = getattr(_local, "worker", None)
     if worker is None:
         worker = _local.worker = _Worker()
@@ -431,13 +505,29 @@ def pass_at_k_table(samples: pd.DataFrame, ks: Iterable[int] | None = None) -> p
     return pd.DataFrame(rows, columns=[*SAMPLE_KEY, "k", "pass_at_k", "n_problems"])
 
 
+def _truncation_rate(grp: pd.DataFrame) -> float:
+    """Share of ``finish_reason == "length"`` among answers whose finish reason is known (imported
+    completions may say ``"unknown"``); NaN when none is known.
+
+    >>> _truncation_rate(pd.DataFrame({"finish_reason": ["stop", "length", "unknown"]}))
+    0.5
+    """
+    if "finish_reason" not in grp:
+        return float("nan")
+    known = grp["finish_reason"][grp["finish_reason"].notna() & (grp["finish_reason"] != "unknown")]
+    return float((known == "length").mean()) if len(known) else float("nan")
+
+
 def summary_table(samples: pd.DataFrame) -> pd.DataFrame:
     """One row per (family, variant, benchmark): sizes, accuracy, pass@1, pass@M, lengths.
 
     Columns: n_problems, n_samples, M (most samples per problem), accuracy (mean of correct over
     all answers), pass_at_1 and pass_at_M (means over problems; pass_at_M over the problems with
-    M samples), truncation_rate (share of finish_reason == "length"), mean_tokens (n_tokens),
-    mean_chars (length of text). Columns whose input column is absent are NaN.
+    M samples), truncation_rate (share of finish_reason == "length" among known reasons), mean_tokens (n_tokens),
+    mean_chars (length of text), and per verify status other than ``ok`` the number of answers
+    with it: n_no_box, n_parse_error, n_timeout (answers the verifier could not judge, counted as
+    incorrect). Columns whose input column is absent are NaN (older sample tables have no
+    ``verify_status``).
 
     >>> df = pd.DataFrame({"family": "f", "variant": "RL", "benchmark": "b", "problem": "p",
     ...                    "sample": [0, 1], "correct": [True, False], "text": ["ab", "abcd"],
@@ -445,6 +535,9 @@ def summary_table(samples: pd.DataFrame) -> pd.DataFrame:
     >>> cols = ["M", "pass_at_1", "pass_at_M", "truncation_rate", "mean_chars"]
     >>> summary_table(df)[cols].iloc[0].astype(float).tolist()
     [2.0, 0.5, 1.0, 0.5, 3.0]
+    >>> df["verify_status"] = ["ok", "no_box"]
+    >>> summary_table(df)[["n_no_box", "n_parse_error", "n_timeout"]].iloc[0].tolist()
+    [1, 0, 0]
     """
     counts = _per_problem(samples)
     rows = []
@@ -462,13 +555,26 @@ def summary_table(samples: pd.DataFrame) -> pd.DataFrame:
             "accuracy": float(grp["correct"].astype(bool).mean()),
             "pass_at_1": _mean_pass(cnt, 1, label)[0],
             "pass_at_M": _mean_pass(cnt, m, label)[0],
-            "truncation_rate": (float((grp["finish_reason"] == "length").mean())
-                                if "finish_reason" in grp else float("nan")),
+            "truncation_rate": _truncation_rate(grp),
             "mean_tokens": float(grp["n_tokens"].mean()) if "n_tokens" in grp else float("nan"),
             "mean_chars": (float(grp["text"].fillna("").astype(str).str.len().mean())
                            if "text" in grp else float("nan")),
+            **_status_counts(grp),
         })
     return pd.DataFrame(rows)
+
+
+def _status_counts(grp: pd.DataFrame) -> dict:
+    """``{"n_no_box": .., "n_parse_error": .., "n_timeout": ..}`` of one model's answers (NaN
+    without a ``verify_status`` column); an unknown status is an error naming the known ones."""
+    names = [f"n_{s}" for s in STATUSES[1:]]
+    if "verify_status" not in grp:
+        return dict.fromkeys(names, float("nan"))
+    counts = grp["verify_status"].dropna().astype(str).value_counts()
+    unknown = sorted(set(counts.index) - set(STATUSES))
+    if unknown:
+        raise ValueError(f"samples has verify_status values {unknown}; known statuses: {list(STATUSES)}")
+    return {n: int(counts.get(s, 0)) for n, s in zip(names, STATUSES[1:])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,12 +591,25 @@ def _verify_humaneval(text: str, problem: Mapping) -> tuple[str | None, bool]:
     return verify_humaneval(text, problem)
 
 
+def _verify_humaneval_status(text: str, problem: Mapping) -> tuple[str | None, bool, str]:
+    """Lazy wrapper: ``rlsft.humaneval.verify_humaneval_status`` (a sandbox timeout: ``timeout``)."""
+    from rlsft.humaneval import verify_humaneval_status
+
+    return verify_humaneval_status(text, problem)
+
+
+_verify_humaneval.with_status = _verify_humaneval_status
+
+
 VERIFIERS: dict[str, Verifier] = {"math": verify_math, "humaneval": _verify_humaneval}
 """name -> ``fn(text, problem) -> (extracted, correct)``. Extend with ``register_verifier``."""
 
 
 def register_verifier(name: str, fn: Verifier, overwrite: bool = False) -> None:
     """Register ``fn(text, problem) -> (extracted, correct)`` under ``name``.
+
+    ``fn`` may also return ``(extracted, correct, status)`` with a status of ``STATUSES``, or
+    carry such a function as ``fn.with_status`` (see ``run_verifier``).
 
     >>> register_verifier("exact", lambda text, p: (text.strip(), text.strip() == str(p)))
     >>> get_verifier("exact")(" 4 ", "4")
@@ -513,3 +632,36 @@ def get_verifier(name: str) -> Verifier:
     except KeyError:
         raise KeyError(f"unknown verifier {name!r}; known: {sorted(VERIFIERS)} "
                        "(add one with rlsft.verify.register_verifier)") from None
+
+
+def as_verify_result(out: Any, where: str = "verifier") -> tuple[str | None, bool, str]:
+    """A verifier's answer as ``(extracted, correct, status)``: a 2-tuple ``(extracted, correct)``
+    means the verifier ran (status ``ok``); a 3-tuple carries its own status.
+
+    >>> as_verify_result(("42", 1)), as_verify_result((None, False, "no_box"))
+    (('42', True, 'ok'), (None, False, 'no_box'))
+    >>> as_verify_result(True)
+    Traceback (most recent call last):
+    ...
+    TypeError: verifier returned True; a verifier must return (extracted, correct) or (extracted, correct, status)
+    """
+    if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+        raise TypeError(f"{where} returned {out!r:.200}; a verifier must return (extracted, correct) "
+                        "or (extracted, correct, status)")
+    extracted, correct, status = (*out, "ok") if len(out) == 2 else out
+    if status not in STATUSES:
+        raise ValueError(f"{where} returned the status {status!r}; use one of {list(STATUSES)}")
+    return extracted, bool(correct), status
+
+
+def run_verifier(fn: Callable, text: str, problem: Any) -> tuple[str | None, bool, str]:
+    """Call a verifier and return ``(extracted, correct, status)``: its ``with_status`` twin when
+    it has one (the built-in ``math`` and ``humaneval`` verifiers do), else ``fn`` itself.
+
+    >>> run_verifier(get_verifier("math"), r"\\boxed{3}", "3")
+    ('3', True, 'ok')
+    >>> run_verifier(lambda text, p: (text, text == p), "4", "4")
+    ('4', True, 'ok')
+    """
+    return as_verify_result(getattr(fn, "with_status", fn)(text, problem),
+                            getattr(fn, "__qualname__", "verifier"))
