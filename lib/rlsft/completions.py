@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -97,10 +98,26 @@ def check_files(files: Mapping[str, Path], where: str) -> None:
 
 
 def fingerprint(files: Mapping[str, Path]) -> str:
-    """sha256 over the files' contents (enters the stage cache keys, so an edited file reruns)."""
-    from .io import sha256_file, sha256_text
+    """sha256 over the files' contents (enters the stage cache keys, so an edited file reruns).
 
-    return sha256_text(*[f"{b}={sha256_file(p)}" for b, p in sorted(files.items())])
+    Each file is hashed once per (path, size, mtime): the runner asks for every stage, and a
+    Base file shared by several families is named several times.
+    """
+    from .io import sha256_text
+
+    return sha256_text(*[f"{b}={_file_sha(str(Path(p).resolve()), *_stamp(p))}" for b, p in sorted(files.items())])
+
+
+def _stamp(path) -> tuple[int, int]:
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=4096)
+def _file_sha(path: str, size: int, mtime_ns: int) -> str:
+    from .io import sha256_file
+
+    return sha256_file(Path(path))
 
 
 # --------------------------------------------------------------------------------------------------
