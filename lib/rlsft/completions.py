@@ -36,6 +36,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from rlsft import config as C
+from rlsft.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 ID_KEYS = ("problem_id", "question_id", "idx", "index", "id", "task_id", "doc_id", "unique_id")
@@ -44,11 +47,11 @@ LIST_KEYS = ("outputs", "responses", "completions", "generations", "samples", "r
 PROMPT_KEYS = ("prompt", "question", "problem", "input", "query")
 GOLD_KEYS = ("answer", "label", "gold", "target", "ground_truth", "gt")
 FINISH_KEYS = ("finish_reason", "stop_reason")
-SUFFIXES = (".jsonl", ".json", ".parquet")
+SUFFIXES = C.COMPLETION_SUFFIXES
 COLUMNS = ["benchmark", "problem", "prompt", "answer", "sample", "text", "finish_reason"]
 
 
-class CompletionsError(ValueError):
+class CompletionsError(ConfigError):
     """A completions file or entry that cannot be imported; the message names the row and the fix."""
 
 
@@ -58,34 +61,16 @@ class CompletionsError(ValueError):
 
 
 def completion_files(spec: Any, base_dir: str | Path, where: str = "completions") -> dict[str, Path]:
-    """``{benchmark or "": path}`` for a variant's ``completions`` entry, paths resolved.
+    """``{benchmark or "": path}`` for a variant's ``completions`` entry (see
+    :func:`rlsft.config.resolve_completion_files`); a bad entry raises :class:`CompletionsError`.
 
-    A plain path maps to ``""`` (the benchmark then comes from the file's ``benchmark`` column, or
-    is named after the file). Relative paths are taken from ``base_dir`` (the profile's folder).
-
-    >>> completion_files({"aime24": "/x/a.jsonl"}, "/p")
-    {'aime24': PosixPath('/x/a.jsonl')}
     >>> completion_files("runs/out.json", "/p")
     {'': PosixPath('/p/runs/out.json')}
     """
-    if isinstance(spec, (str, Path)):
-        items = {"": spec}
-    elif isinstance(spec, Mapping) and spec:
-        items = dict(spec)
-    else:
-        raise CompletionsError(f"{where}: must be a path or a mapping {{benchmark: path}}, got {spec!r}")
-    out = {}
-    for bench, p in items.items():
-        if not isinstance(bench, str) or not isinstance(p, (str, Path)) or not str(p):
-            raise CompletionsError(f"{where}: entry {bench!r}: {p!r} must map a benchmark name to a file path")
-        path = Path(p).expanduser()
-        if not path.is_absolute():
-            path = (Path(base_dir) / path).resolve()
-        if path.suffix not in SUFFIXES:
-            raise CompletionsError(f"{where}: {path} is not a {'/'.join(SUFFIXES)} file; "
-                                   "export the completions as JSON lines, JSON or parquet")
-        out[bench] = path
-    return out
+    try:
+        return C.resolve_completion_files(spec, base_dir, where)
+    except ConfigError as exc:
+        raise CompletionsError(str(exc)) from None
 
 
 def check_files(files: Mapping[str, Path], where: str) -> None:
@@ -361,7 +346,6 @@ def problems_from_profile(profile: dict, limit: int | None = None, progress: boo
     """
     from tqdm.auto import tqdm
 
-    from . import config as C
 
     tables = {}
     specs = [(f, v) for f, v, spec in C.variant_specs(profile) if "completions" in spec]

@@ -1,8 +1,8 @@
 """Profiles: YAML files in ``profiles/`` that say which models, data, sampling and analysis
 settings a run uses. A profile may ``extends:`` another and override keys (dicts merge, everything
-else is replaced). Validation is strict: an unknown key, an unknown profile, an unknown variant or
-a stage parameter that the stage's notebook does not declare is an error that names the problem
-and the fix.
+else is replaced). Validation is strict: an unknown key, an unknown profile or an unknown variant
+is an error that names the problem and the fix. The ``stages:`` block is checked against the
+stages' typed parameters by :func:`rlsft.registry.load_profile` (this module knows no stage).
 
 Layout of a profile::
 
@@ -23,7 +23,7 @@ Layout of a profile::
                                                       # a family may name only some variants (at least two)
           SFT+RL: {model: org/id, stop_token_ids: [151645], stop: ["..."]}  # ends besides the EOS
     stages:
-      <stage>: {<parameter>: <value>, ...}            # injected into that stage's notebook
+      <stage>: {<parameter>: <value>, ...}            # rlsft.stages.<stage>.Params; injected into its notebook
 
 >>> p = load_profile("ci")
 >>> p["name"], sorted(p["families"])[:1]
@@ -37,7 +37,8 @@ from typing import Any
 
 import yaml
 
-from . import VARIANTS
+from rlsft import VARIANTS
+from rlsft.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_DIR = REPO_ROOT / "profiles"
@@ -53,8 +54,11 @@ SOURCE_KEYS = ("recipe", "model", "completions")
 RECIPES = {"pretrain", "sft", "grpo"}
 
 
-class ConfigError(ValueError):
-    """A profile or parameter problem; the message names the problem and the fix."""
+COMPLETION_SUFFIXES = (".jsonl", ".json", ".parquet")
+"""The file types ``completions:`` may name (see :mod:`rlsft.completions`)."""
+
+__all__ = ["ConfigError", "load_profile", "validate_profile", "variant_specs", "completion_files",
+           "resolve_completion_files", "stage_params", "get", "deep_merge", "available_profiles"]
 
 
 def available_profiles() -> list[str]:
@@ -197,31 +201,17 @@ def validate_profile(p: dict) -> None:
                                   f"'completions' (a file of existing completions, or {{benchmark: file}}); got "
                                   f"{sources or 'none'}")
             if "completions" in vs:
-                from .completions import CompletionsError, completion_files
-
-                try:
-                    completion_files(vs["completions"], Path(p.get("path", ".")).parent, f"{vwhere}, completions")
-                except CompletionsError as e:
-                    raise ConfigError(str(e)) from None
+                resolve_completion_files(vs["completions"], Path(p.get("path", ".")).parent, f"{vwhere}, completions")
             if "recipe" in vs:
                 if vs["recipe"] not in RECIPES:
                     raise ConfigError(f"{vwhere}: unknown recipe {vs['recipe']!r}; known: {sorted(RECIPES)}")
                 if vs["recipe"] != "pretrain" and vs.get("from") not in variants:
                     raise ConfigError(f"{vwhere}: recipe {vs['recipe']!r} needs 'from' naming a variant of this "
                                       f"family ({sorted(variants)})")
-    stages = p.get("stages") or {}
-    from .notebooks import declared_parameters, stage_names
-
-    known = stage_names()
-    for stage, params in stages.items():
-        if stage not in known:
-            raise ConfigError(f"profile {name!r}: unknown stage {stage!r} under 'stages'; "
-                              f"stages are {known}")
-        declared = declared_parameters(stage)
-        bad = sorted(set(params or {}) - set(declared))
-        if bad:
-            raise ConfigError(f"profile {name!r}: stages.{stage} sets {bad}, which the notebook of stage "
-                              f"{stage!r} does not declare; declared parameters: {sorted(declared)}")
+    stages = p.get("stages")
+    if stages is not None and not isinstance(stages, dict):
+        raise ConfigError(f"profile {name!r}: 'stages' must be a mapping of stage: {{parameter: value}}, "
+                          f"got {stages!r}")
 
 
 def stage_params(profile: dict, stage: str) -> dict:
@@ -238,15 +228,45 @@ def variant_specs(profile: dict):
                 yield fam, v, spec["variants"][v]
 
 
+def resolve_completion_files(spec: Any, base_dir: str | Path, where: str = "completions") -> dict[str, Path]:
+    """``{benchmark or "": path}`` for a variant's ``completions`` entry, paths resolved.
+
+    A plain path maps to ``""`` (the benchmark then comes from the file's ``benchmark`` column, or
+    is named after the file). Relative paths are taken from ``base_dir`` (the profile's folder).
+
+    >>> resolve_completion_files({"aime24": "/x/a.jsonl"}, "/p")
+    {'aime24': PosixPath('/x/a.jsonl')}
+    >>> resolve_completion_files("runs/out.json", "/p")
+    {'': PosixPath('/p/runs/out.json')}
+    """
+    if isinstance(spec, (str, Path)):
+        items = {"": spec}
+    elif isinstance(spec, dict) and spec:
+        items = dict(spec)
+    else:
+        raise ConfigError(f"{where}: must be a path or a mapping {{benchmark: path}}, got {spec!r}")
+    out = {}
+    for bench, p in items.items():
+        if not isinstance(bench, str) or not isinstance(p, (str, Path)) or not str(p):
+            raise ConfigError(f"{where}: entry {bench!r}: {p!r} must map a benchmark name to a file path")
+        path = Path(p).expanduser()
+        if not path.is_absolute():
+            path = (Path(base_dir) / path).resolve()
+        if path.suffix not in COMPLETION_SUFFIXES:
+            raise ConfigError(f"{where}: {path} is not a {'/'.join(COMPLETION_SUFFIXES)} file; "
+                              "export the completions as JSON lines, JSON or parquet")
+        out[bench] = path
+    return out
+
+
 def completion_files(profile: dict, family: str, variant: str) -> dict:
     """``{benchmark: Path}`` of a variant that imports completions (``{}`` for the others)."""
     spec = profile["families"][family]["variants"][variant]
     if "completions" not in spec:
         return {}
-    from .completions import completion_files as files
-
-    return files(spec["completions"], Path(profile.get("path", ".")).parent,
-                 f"profile {profile.get('name')!r}, family {family!r}, variant {variant!r}, completions")
+    return resolve_completion_files(spec["completions"], Path(profile.get("path", ".")).parent,
+                                    f"profile {profile.get('name')!r}, family {family!r}, variant {variant!r}, "
+                                    f"completions")
 
 
 def get(d: dict, dotted: str, default: Any = None) -> Any:

@@ -40,8 +40,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from . import VARIANTS
-from .io import read_json, sha256_file, write_json, write_text
+from rlsft import VARIANTS
+from rlsft.config import REPO_ROOT, ConfigError, load_profile
+from rlsft.io import read_json, sha256_file, write_json, write_text
 
 log = logging.getLogger("rlsft.report")
 
@@ -836,8 +837,6 @@ def update_readme(readme_path: Path, root: Path, profile_name: str) -> bool:
 # ------------------------------------------------------------------------------------------ CLI
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import REPO_ROOT, ConfigError, load_profile
-
     ap = argparse.ArgumentParser(prog="python -m rlsft.report",
                                  description="Rebuild results/<profile>/report/ from the saved results.")
     ap.add_argument("--profile", default="organism", help="profile name (default: organism)")

@@ -18,10 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import config as C
-from . import notebooks as N
-from .io import atomic_path, sha256_text
-from .store import Store, StoreLocked, code_hash, git_commit, notebook_source_hash, package_versions
+from rlsft import config as C
+from rlsft import plan
+from rlsft import registry as R
+from rlsft.completions import fingerprint
+from rlsft.io import atomic_path, sha256_text
+from rlsft.params import as_dict
+from rlsft.report import build_report, update_readme
+from rlsft.store import Store, StoreLocked, code_hash, git_commit, notebook_source_hash, package_versions
 
 log = logging.getLogger("rlsft.runner")
 
@@ -77,7 +81,10 @@ def select(infos, args) -> list:
 
 
 def stage_key(info, params: dict, profile: dict, store: Store) -> tuple[str | None, dict]:
-    """The cache key of a stage, or ``None`` when an input stage has no record yet."""
+    """The cache key of a stage, or ``None`` when an input stage has no record yet.
+
+    ``code`` hashes every ``rlsft`` module the stage module and its notebook import, transitively
+    (``info.code``, read from the source by :mod:`rlsft.deps`)."""
     parts = {"notebook": notebook_source_hash(info.path), "code": code_hash(info.code),
              "params": sha256_text(repr(sorted(params.items()))),
              "profile": sha256_text(repr({k: profile.get(k) for k in ("families", "seed", "device",
@@ -95,8 +102,6 @@ def stage_key(info, params: dict, profile: dict, store: Store) -> tuple[str | No
 
 def imported_fingerprint(profile: dict) -> str | None:
     """sha256 over the contents of every ``completions:`` file of the profile (None if there are none)."""
-    from .completions import fingerprint
-
     files = {f"{fam}/{v}/{b}": p for fam, v, _ in C.variant_specs(profile)
              for b, p in C.completion_files(profile, fam, v).items()}
     if not files or not all(p.is_file() for p in files.values()):
@@ -133,9 +138,7 @@ def describe_models(profile: dict) -> list[str]:
 
 def preflight(profile: dict, infos, dry_run: bool) -> None:
     """Stop before any work when a hub model is neither local nor cached (issue: missing weights)."""
-    from .models import missing_models, download_hint
-
-    missing = missing_models(profile)
+    missing = plan.missing_models(profile)
     absent = [f"{fam}/{v}: {p}" for fam, v, _ in C.variant_specs(profile)
               for p in C.completion_files(profile, fam, v).values() if not p.is_file()]
     if absent:
@@ -143,23 +146,21 @@ def preflight(profile: dict, infos, dry_run: bool) -> None:
                             + "\nfix the paths under 'completions:' in the profile (relative paths start at "
                             "the profile's folder)")
     if dry_run:
-        from .models import plan_lines
-
-        for line in plan_lines(profile):
+        for line in plan.plan_lines(profile):
             print(line)
         return
     if missing:
         raise C.ConfigError("these models are not available offline (no local path, not in the "
                             "Hugging Face cache):\n" + "\n".join(f"  - {m}" for m in missing)
                             + "\npre-download them on a machine with hub access, e.g.\n"
-                            + "\n".join(f"  {download_hint(m)}" for m in missing))
+                            + "\n".join(f"  {plan.download_hint(m)}" for m in missing))
 
 
 def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    profile = C.load_profile(args.profile)
-    infos = N.discover()
+    profile = R.load_profile(args.profile)
+    infos = list(R.STAGES)
     chosen = select(infos, args)
     store = Store(Path(args.results) / profile["name"])
     log.info("profile %s (%s): %d of %d stages selected", profile["name"], " <- ".join(profile["chain"]),
@@ -172,7 +173,7 @@ def run(argv: list[str] | None = None) -> int:
         print("stages:")
         unknown_upstream = False
         for info in chosen:
-            params = N.effective_params(profile, info.stage)
+            params = as_dict(R.effective_params(profile, info.stage))
             key, _ = stage_key(info, params, profile, store)
             if key is None or unknown_upstream:
                 verdict = "would run (its inputs are not computed yet)"
@@ -188,7 +189,7 @@ def run(argv: list[str] | None = None) -> int:
     with store.lock():
         _remove_stale_temps(store.root)
         for info in chosen:
-            params = N.effective_params(profile, info.stage)
+            params = as_dict(R.effective_params(profile, info.stage))
             key, parts = stage_key(info, params, profile, store)
             if key is None:
                 raise C.ConfigError(f"stage {info.stage!r} needs the outputs of {list(info.inputs)}, "
@@ -209,14 +210,10 @@ def run(argv: list[str] | None = None) -> int:
             store.record(info.stage, key, parts, outputs, {
                 "notebook": str(info.path.relative_to(C.REPO_ROOT)), "parameters": params,
                 "seed": profile.get("seed"), "git_commit": git_commit(), "wall_time_s": round(wall, 2),
-                "peak_rss_mb": mem.peak_mb,
+                "peak_rss_mb": mem.peak_mb, "code_modules": list(info.code),
                 "package_versions": package_versions(), "kind": info.kind})
             log.info("stage %-14s done in %.1f s (%d artifacts)", info.stage, wall, len(outputs))
     log.info("all selected stages done in %.1f s; results in %s", time.time() - total, store.root)
-    try:
-        from .report import build_report, update_readme
-    except ImportError:  # the report module is optional for a bare pipeline
-        return 0
     path = build_report(store.root, profile)
     log.info("report: %s", path)
     update_readme(C.REPO_ROOT / "README.md", store.root, profile["name"])

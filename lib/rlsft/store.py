@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from .config import REPO_ROOT
-from .io import read_json, sha256_file, sha256_text, write_json
+from rlsft import deps
+from rlsft.config import REPO_ROOT
+from rlsft.io import read_json, sha256_file, sha256_text, write_json
 
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "tokenizers", "accelerate", "datasets", "vllm",
                     "sentence-transformers", "scikit-learn", "numpy", "scipy", "pandas", "networkx",
@@ -56,10 +57,19 @@ def notebook_source_hash(path: Path) -> str:
 
 
 def code_hash(modules) -> str:
-    """Hash of the source of the named ``rlsft`` modules (all of them when ``modules`` is empty)."""
-    pkg = REPO_ROOT / "lib" / "rlsft"
-    files = sorted(pkg.glob("*.py")) if not modules else [pkg / f"{m}.py" for m in sorted(set(modules))]
-    return sha256_text(*[f.name + f.read_text() for f in files if f.exists()])
+    """Hash of the source of the named ``rlsft`` modules (dotted names such as ``rlsft.graphs``, as
+    :func:`rlsft.deps.closure` gives them; every module of the package when ``modules`` is empty).
+
+    >>> code_hash(["rlsft.io"]) == code_hash(["rlsft.io", "rlsft.io"]) != code_hash(["rlsft.store"])
+    True
+    """
+    if not modules:
+        pkg = deps.PACKAGE_DIR
+        files = sorted((".".join(("rlsft",) + p.relative_to(pkg).with_suffix("").parts), p)
+                       for p in pkg.rglob("*.py"))
+    else:
+        files = [(m, deps.module_file(m)) for m in sorted(set(modules))]
+    return sha256_text(*[name + f.read_text() for name, f in files if f is not None])
 
 
 class StoreLocked(RuntimeError):

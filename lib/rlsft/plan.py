@@ -1,0 +1,73 @@
+"""What a run of a profile needs and would do, checked before any work: models that are not on
+disk (``missing_models``), and the plan ``--dry-run`` prints (``plan_lines``).
+
+>>> from rlsft import registry
+>>> plan_lines(registry.load_profile("ci"))[0]
+'models: all available locally (or trained by the pipeline)'
+"""
+from __future__ import annotations
+
+from rlsft import config as C
+from rlsft import registry as R
+from rlsft.benchmarks import BENCHMARKS
+from rlsft.models import available, download_hint
+from rlsft.steps import TFIDF, EmbedderUnavailableError, _resolve_st_path
+
+
+def embedders(profile: dict) -> list[str]:
+    """The sentence-transformers models the step-level stages use (graphs, ablations)."""
+    names = [R.effective_params(profile, "graphs").embedder]
+    names += [o.get("embedder") for o in (R.effective_params(profile, "ablations").ablations or {}).values()]
+    return sorted({n for n in names if n})
+
+
+def missing_models(profile: dict) -> list[str]:
+    """``["org/id@revision", ...]`` for hub models that are neither local paths nor cached:
+    the variants' models and the embedders of the step-level stages."""
+    out = []
+    for _, _, spec in C.variant_specs(profile):
+        if "model" in spec and not available(spec):
+            out.append(spec["model"] + (f"@{spec['revision']}" if spec.get("revision") else ""))
+    for name in embedders(profile):
+        if name == TFIDF:
+            continue
+        try:
+            _resolve_st_path(name)
+        except EmbedderUnavailableError:
+            out.append(name)
+    return sorted(set(out))
+
+
+def plan_lines(profile: dict) -> list[str]:
+    """What a run would fetch and roughly generate (upper bound: every sample hits max tokens)."""
+    missing = missing_models(profile)
+    lines = []
+    if missing:
+        lines.append("would need to fetch (not available offline):")
+        lines += [f"  {m}    ({download_hint(m)})" for m in missing]
+    else:
+        lines.append("models: all available locally (or trained by the pipeline)")
+    sp = R.effective_params(profile, "samples")
+    n_problems = _n_problems(profile)
+    specs = [spec for _, _, spec in C.variant_specs(profile) if "completions" not in spec]
+    n_imported = sum("completions" in spec for _, _, spec in C.variant_specs(profile))
+    if n_imported:
+        lines.append(f"imported: {n_imported} variant(s) read from completions files (nothing generated for them)")
+    if n_problems and specs:
+        m, cap = sp.M, sp.max_new_tokens
+        total = len(specs) * n_problems * m
+        # a variant's max_model_len (its context) caps its completions below max_new_tokens
+        caps = [min(cap, int(s["max_model_len"])) if s.get("max_model_len") else cap for s in specs]
+        lines.append(f"generation: {len(specs)} models x {n_problems} problems x M={m} = {total:,} completions, "
+                     f"at most {sum(caps) * n_problems * m:,} new tokens (cap {cap} per completion"
+                     + (", less where a variant's max_model_len is smaller" if min(caps, default=cap) < cap else "")
+                     + ")")
+    return lines
+
+
+def _n_problems(profile: dict) -> int:
+    data = R.effective_params(profile, "data")
+    if data.benchmarks:
+        sizes = {b: BENCHMARKS[b].n_problems if b in BENCHMARKS else 0 for b in data.benchmarks}
+        return sum(min(n, data.limit or 10**9) for n in sizes.values())
+    return sum(int(s.get("n", 0)) for s in (data.eval_sets or {}).values())
