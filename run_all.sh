@@ -2,10 +2,13 @@
 # One command for a fresh machine: set up ./.venv (pinned), register the Jupyter kernel, then run
 # the notebooks of a profile in order with papermill (default profile: organism).
 #
-#   ./run_all.sh [--profile NAME] [--from STAGE | --only STAGE | --figures-only] [--force] [--dry-run]
+#   ./run_all.sh [--profile NAME] [--from STAGE | --only STAGE | --until STAGE | --figures-only]
+#                [--force] [--dry-run] [--verbose] [--update-readme]
 #   ./run_all.sh --test [pytest args]     set up the same way, then run the test suite
+#   ./run_all.sh --lab [--profile NAME [--results DIR]] [--port N]   JupyterLab on the notebooks (with
+#                                         --profile: on that profile's executed copies in results/NAME/notebooks/)
 #   ./run_all.sh --setup                  only set up the environment
-#   ./run_all.sh --help
+#   ./run_all.sh --help                   (no set-up needed)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=".venv"
@@ -41,8 +44,33 @@ case "${1:-}" in
     setup
     ;;
   --help|-h)
-    setup >/dev/null
-    exec "$VENV/bin/python" -m rlsft.runner --help
+    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import rlsft.runner" 2>/dev/null; then
+      exec "$VENV/bin/python" -m rlsft.runner --help
+    fi
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    echo "(the full option list appears here once ./run_all.sh --setup has installed the environment)"
+    ;;
+  --lab)
+    shift
+    setup
+    folder="notebooks" profile="" port="" results="results"
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --profile) profile="$2"; shift 2 ;;
+        --port) port="$2"; shift 2 ;;
+        --results) results="$2"; shift 2 ;;
+        *) echo "run_all.sh --lab: unknown option $1 (use --profile NAME, --results DIR, --port N)" >&2; exit 2 ;;
+      esac
+    done
+    if [ -n "$profile" ]; then
+      folder="$results/$profile/notebooks"
+      [ -d "$folder" ] || { echo "run_all.sh --lab: $folder does not exist: run ./run_all.sh --profile $profile first" >&2; exit 2; }
+    fi
+    echo "[lab] JupyterLab on $folder with the 'Python (rlsft)' kernel; logs of the last run: results/<profile>/logs/"
+    root_flag=""
+    [ "$(id -u)" = "0" ] && root_flag="--allow-root"   # containers and CI run as root
+    exec "$VENV/bin/jupyter" lab --notebook-dir="$folder" --MappingKernelManager.default_kernel_name=rlsft \
+      $root_flag ${port:+--port="$port"} ${RLSFT_LAB_ARGS:-}
     ;;
   *)
     setup

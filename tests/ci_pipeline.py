@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlsft import notebooks as N
+from rlsft import registry as REG
 
 REPO = Path(__file__).resolve().parents[1]
 KILL_DURING = ("train", "samples")
@@ -84,7 +84,8 @@ def killed_and_resumed_ci_run(base: Path) -> SimpleNamespace:
     ``done_before`` (stages done at the kill), ``killed_log``, ``stale_after_kill`` (temp files
     left by the kill) and ``resumed`` (the rerun, see ``run_runner``).
     """
-    by_stage = {i.stage: i for i in N.discover()}
+    by_stage = {i.stage: i for i in REG.STAGES}
+    git_before = git_status()
     results = base / "results"
     root = results / "ci"
     log_path = base / "killed_run.log"
@@ -122,4 +123,11 @@ def killed_and_resumed_ci_run(base: Path) -> SimpleNamespace:
     resumed = run_runner("--profile", "ci", "--results", results)
     assert resumed.rc == 0, "the rerun after the kill failed:\n" + tail(resumed.out, 6000)
     return SimpleNamespace(results=results, root=root, killed_stage=target, done_before=done_before,
-                           killed_log=killed_log, stale_after_kill=stale_after_kill, resumed=resumed)
+                           killed_log=killed_log, stale_after_kill=stale_after_kill, resumed=resumed,
+                           git_before=git_before, git_after=git_status())
+
+
+def git_status() -> str:
+    """``git status --porcelain`` of the checkout (empty string outside a git checkout)."""
+    proc = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else ""

@@ -13,6 +13,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper module te
 from ci_pipeline import killed_and_resumed_ci_run  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that uses the session's whole-pipeline run is slow (CI runs it; ``-m 'not slow'``
+    skips it locally)."""
+    for item in items:
+        if "ci_pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ci_pipeline(tmp_path_factory):
     """The ci profile run to the end (after a kill and a resume) in ``<tmp>/results/ci``; tests

@@ -1,5 +1,6 @@
-"""Profile loading and validation (rlsft.config): every user mistake is a ConfigError that names the
-problem and the fix. Fast: no papermill, profiles are written to tmp_path and loaded by path."""
+"""Profile loading and validation (rlsft.config for the structure, rlsft.registry for the typed,
+ranged stage parameters): every user mistake is a ConfigError that names the problem, its full path
+and the fix. Fast: no papermill, profiles are written to tmp_path and loaded by path."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,8 @@ import yaml
 
 from rlsft import VARIANTS
 from rlsft import config as C
-from rlsft.notebooks import declared_parameters
+from rlsft import registry as R
+from rlsft.registry import declared_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +41,7 @@ def write(tmp_path: Path, name: str, data: dict) -> str:
 
 
 def load(tmp_path: Path, data: dict, name: str = "p") -> dict:
-    return C.load_profile(write(tmp_path, name, data))
+    return R.load_profile(write(tmp_path, name, data))
 
 
 # ------------------------------------------------------------------------------------ happy path
@@ -65,7 +67,7 @@ def test_all_committed_profiles_load():
     names = C.available_profiles()
     assert {"organism", "ci"} <= set(names)
     for name in names:
-        p = C.load_profile(name)
+        p = R.load_profile(name)
         assert p["name"] == name and p["chain"][0] == name
 
 
@@ -241,8 +243,8 @@ def test_undeclared_stage_parameter_names_declared_ones(tmp_path):
     with pytest.raises(C.ConfigError) as ei:
         load(tmp_path, data)
     msg = str(ei.value)
-    assert "stages.samples sets ['num_samples']" in msg
-    assert "does not declare" in msg
+    assert "stages.samples: unknown parameter(s) ['num_samples']" in msg
+    assert "declared parameters" in msg
     declared = declared_parameters("samples")
     assert "M" in declared
     for name in declared:
@@ -251,7 +253,7 @@ def test_undeclared_stage_parameter_names_declared_ones(tmp_path):
 
 def test_profile_and_results_root_are_not_stage_parameters(tmp_path):
     data = base_profile() | {"stages": {"data": {"results_root": "elsewhere"}}}
-    with pytest.raises(C.ConfigError, match=r"stages.data sets \['results_root'\]"):
+    with pytest.raises(C.ConfigError, match=r"stages.data: unknown parameter\(s\) \['results_root'\]"):
         load(tmp_path, data)
 
 
@@ -270,6 +272,37 @@ def test_declared_stage_parameters_are_accepted(tmp_path):
     assert C.stage_params(p, "samples") == {"M": 4}
     assert C.stage_params(p, "data") == {}
     assert C.stage_params(p, "graphs") == {}
+
+
+@pytest.mark.parametrize("stages, message", [
+    ({"graphs": {"k": "abc"}}, "stages.graphs.k: expected an integer, got 'abc' (a string)"),
+    ({"samples": {"M": "8"}}, "stages.samples.M: expected an integer, got '8' (a string); write it without quotes: M: 8"),
+    ({"samples": {"M": 0}}, "stages.samples.M: must be >= 1, got 0"),
+    ({"samples": {"temperature": 5}}, "stages.samples.temperature: must be <= 2"),
+    ({"samples": {"temperature": 5.0}}, "stages.samples.temperature: must be <= 2"),
+    ({"samples": {"temperature": 0}}, "stages.samples.temperature: must be > 0"),
+    ({"samples": {"backend": "tgi"}}, "stages.samples.backend: 'tgi' is not one of"),
+    ({"trajectories": {"threshold": True}}, "stages.trajectories.threshold: expected a number, got True"),
+    ({"data": {"benchmarks": "aime24"}}, "stages.data.benchmarks: expected a list, got 'aime24'"),
+    ({"graphs": {"sparsify_k": "10"}}, "stages.graphs.sparsify_k: expected an integer or null, got '10'"),
+    ({"graphs": ["k", 4]}, "stages.graphs: must be a mapping of parameter: value"),
+])
+def test_stage_parameters_are_typed_and_ranged(tmp_path, stages, message):
+    """Types and ranges come from the stage's Params; the message names the full path (issue 20)."""
+    with pytest.raises(C.ConfigError) as ei:
+        load(tmp_path, base_profile() | {"stages": stages})
+    assert message in str(ei.value) and "profile 'p'" in str(ei.value)
+
+
+def test_stages_must_be_a_mapping(tmp_path):
+    with pytest.raises(C.ConfigError, match="'stages' must be a mapping"):
+        load(tmp_path, base_profile() | {"stages": ["graphs"]})
+
+
+def test_typed_values_are_normalised(tmp_path):
+    p = load(tmp_path, base_profile() | {"stages": {"trajectories": {"threshold": 55}}})
+    assert R.effective_params(p, "trajectories").threshold == 55.0
+    assert isinstance(R.effective_params(p, "trajectories").threshold, float)
 
 
 # -------------------------------------------------------------------------------------- extends
@@ -301,7 +334,7 @@ def test_extends_chain_merges_dicts_and_replaces_lists(tmp_path):
 
 def test_extends_committed_profile_by_name(tmp_path):
     p = load(tmp_path, {"extends": "ci", "seed": 7, "stages": {"samples": {"M": 2}}}, name="mine")
-    ci = C.load_profile("ci")
+    ci = R.load_profile("ci")
     assert p["chain"][1:] == ["ci", "organism"]
     assert p["seed"] == 7
     assert p["families"] == ci["families"]

@@ -11,6 +11,7 @@ traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -20,13 +21,14 @@ import pytest
 import yaml
 
 from rlsft import config as C
-from rlsft import notebooks as N
+from rlsft import registry as REG
 from rlsft.io import sha256_file
+from rlsft.params import as_dict
 
 from ci_pipeline import KILL_DURING, STAGE_LINE, run_runner, tail, temp_files_outside_hidden  # tests/ci_pipeline.py
 
 REPO = Path(__file__).resolve().parents[1]
-INFOS = N.discover()
+INFOS = list(REG.STAGES)
 STAGES = [i.stage for i in INFOS]
 FIGURE_STAGES = [i.stage for i in INFOS if i.kind == "figure"]
 BY_STAGE = {i.stage: i for i in INFOS}
@@ -117,7 +119,7 @@ def test_manifest_provenance(pipeline):
     for stage, rec in man["stages"].items():
         info = BY_STAGE[stage]
         assert rec["notebook"] == f"notebooks/{info.path.name}"
-        assert rec["parameters"] == N.effective_params(profile, stage)
+        assert rec["parameters"] == as_dict(REG.effective_params(profile, stage))
         assert rec["seed"] == profile["seed"] and rec["kind"] == info.kind
         assert rec["git_commit"] and rec["wall_time_s"] > 0 and rec["finished_at"]
         assert rec["package_versions"]["python"]
@@ -129,6 +131,31 @@ def test_manifest_provenance(pipeline):
             assert art["parameters"] == rec["parameters"] and art["seed"] == rec["seed"]
             assert art["git_commit"] == rec["git_commit"] and art["wall_time_s"] == rec["wall_time_s"]
     assert {a["stage"] for a in man["artifacts"].values()} == set(STAGES)
+
+
+def test_a_run_leaves_the_checkout_as_it_was(pipeline):
+    """The run writes its summary to results/<profile>/SUMMARY.md, not into the tracked README
+    (issue 21): git status is the same before and after."""
+    assert pipeline.git_after == pipeline.git_before
+    summary = (pipeline.root / "SUMMARY.md").read_text()
+    assert "Results of profile `ci`" in summary and "pass@1" in summary
+
+
+def test_the_console_is_for_people(pipeline):
+    """One line per stage event, bars, and where the logs are; papermill's cell log, the kernel's TCP
+    warning and the notebooks' stdout go to results/<profile>/logs/<stage>.log (issue 21)."""
+    out = pipeline.resumed.out
+    lines = [ln for ln in out.splitlines() if ln.strip() and "%|" not in ln]
+    assert len(lines) <= 60, f"{len(lines)} console lines:\n" + "\n".join(lines[:80])
+    for noise in ("Executing Cell", "Ending Cell", "without encryption", "Input Notebook"):
+        assert noise not in out, noise
+    for stage in STAGES:
+        log = pipeline.root / "logs" / f"{stage}.log"
+        if stage in stage_events(out) and "running" in stage_events(out)[stage]:
+            assert log.is_file() and "Executing Cell" in log.read_text(), stage
+            assert re.search(rf"stage {stage}\s+running .*log: \S+{stage}\.log", out), stage
+    assert re.search(r"stage \S+\s+done in [\d.]+ s \(\d+ artifacts, peak \d+ MB\)", out)
+    assert "summary: " in out and "SUMMARY.md" in out
 
 
 # ----------------------------------------------------------------------- reruns on the results
@@ -178,6 +205,8 @@ def test_dry_run_on_an_empty_results_folder_creates_nothing(tmp_path):
     (["--from", "topology"], STAGES[STAGES.index("topology"):]),
     (["--from", "50"], STAGES[STAGES.index("topology"):]),
     (["--figures-only"], FIGURE_STAGES),
+    (["--until", "trajectories"], STAGES[:STAGES.index("trajectories") + 1]),
+    (["--until", "00"], ["data"]),
     ([], STAGES),
 ])
 def test_selection(pipeline, args, expected):
@@ -255,11 +284,59 @@ def write_profile(tmp_path: Path, data: dict) -> str:
     return str(path)
 
 
+BAD_PROFILES = {  # issue 20: each is one line, exit 2, before any work
+    "string parameter": ({"extends": "ci", "stages": {"graphs": {"k": "abc"}}},
+                         ["stages.graphs.k: expected an integer, got 'abc'"]),
+    "quoted number": ({"extends": "ci", "stages": {"samples": {"M": "8"}}}, ["stages.samples.M", "without quotes"]),
+    "out of range": ({"extends": "ci", "stages": {"samples": {"temperature": 5}}},
+                     ["stages.samples.temperature: must be <= 2"]),
+    "stage block not a mapping": ({"extends": "ci", "stages": {"samples": "x"}},
+                                  ["stages.samples: must be a mapping of parameter: value"]),
+    "stages not a mapping": ({"extends": "ci", "stages": ["samples"]}, ["'stages' must be a mapping"]),
+    "families not a mapping": ({"extends": "ci", "families": ["organism"]}, ["'families' must be a mapping"]),
+    "variants not a mapping": ({"extends": "ci", "families": {"organism": {"variants": ["Base", "RL"]}}},
+                               ["'variants' must be a mapping"]),
+}
+
+
+def test_malformed_yaml_and_unwritable_results_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: ci\nstages:\n  samples: {M: 4\n  graphs: {}\n")
+    r = run_runner("--profile", str(bad), "--results", tmp_path / "r", timeout=120)
+    assert r.rc == 2 and "Traceback" not in r.out and "is not valid YAML at line" in r.stderr, r.stderr
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):  # root writes anywhere: make the results folder a file instead
+            ro.chmod(0o755)
+            ro.rmdir()
+            ro.write_text("not a folder")
+        r = run_runner("--profile", "ci", "--results", ro, "--only", "data", timeout=120)
+    finally:
+        if ro.is_dir():
+            ro.chmod(0o755)
+    assert r.rc == 2 and "Traceback" not in r.out, tail(r.out)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("run_all.sh: error:")]
+    assert len(errors) == 1 and "cannot write" in errors[0] and str(ro) in errors[0], r.stderr
+
+
+def test_a_profile_file_cannot_write_into_another_profiles_results(tmp_path, pipeline):
+    """A ``ci.yaml`` outside profiles/ would have mixed its results into results/ci (issue 20)."""
+    other = tmp_path / "elsewhere" / "ci.yaml"
+    other.parent.mkdir()
+    other.write_text(yaml.safe_dump({"extends": str(REPO / "profiles" / "ci.yaml")}))
+    r = run_runner("--profile", str(other), "--results", pipeline.results, "--only", "data", timeout=120)
+    assert r.rc == 2 and "holds the results of the profile file" in r.stderr and "Traceback" not in r.out
+
+
 @pytest.mark.parametrize("case", ["unknown profile", "unknown flag", "unknown key", "undeclared parameter",
-                                  "unknown variant"])
+                                  "unknown variant", *BAD_PROFILES])
 def test_user_errors_exit_2_with_one_line(tmp_path, case):
     results = tmp_path / "results"
-    if case == "unknown profile":
+    if case in BAD_PROFILES:
+        args, expect = ["--profile", write_profile(tmp_path, BAD_PROFILES[case][0])], BAD_PROFILES[case][1]
+    elif case == "unknown profile":
         args, expect = ["--profile", "nope"], ["unknown profile 'nope'", "available profiles", "organism"]
     elif case == "unknown flag":
         args, expect = ["--profile", "ci", "--colour"], ["unrecognized arguments: --colour"]
@@ -268,7 +345,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, case):
         expect = ["unknown key(s) ['colour']"]
     elif case == "undeclared parameter":
         args = ["--profile", write_profile(tmp_path, {"extends": "ci", "stages": {"data": {"n_cities": 3}}})]
-        expect = ["stages.data sets ['n_cities']", "does not declare", "n_places"]
+        expect = ["stages.data: unknown parameter(s) ['n_cities']", "declared parameters", "n_places"]
     else:
         fam = {"organism": {"variants": {"DPO": {"recipe": "pretrain"}}}}
         args = ["--profile", write_profile(tmp_path, {"extends": "ci", "families": fam})]

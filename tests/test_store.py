@@ -10,11 +10,14 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from rlsft import io as IO
+from rlsft import registry as REG
 from rlsft import runner as R
 from rlsft import store as S
+from rlsft.params import as_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +74,7 @@ def test_write_helpers_are_atomic_and_leave_no_temp_files(tmp_path):
     assert temp_leftovers(tmp_path) == []
     # a failing parquet write keeps the previous table
     bad = pd.DataFrame({"a": [object(), object()]})
-    with pytest.raises(Exception):
+    with pytest.raises(pa.ArrowInvalid, match="object"):  # pyarrow cannot convert a bare object
         IO.write_parquet(tmp_path / "t.parquet", bad)
     assert pd.read_parquet(tmp_path / "t.parquet").equals(df)
     assert temp_leftovers(tmp_path) == []
@@ -200,13 +203,10 @@ def test_fresh_reasons(tmp_path):
 
 
 def test_stage_key_depends_on_inputs_params_notebook(tmp_path):
-    from rlsft import config as C
-    from rlsft import notebooks as N
-
-    profile = C.load_profile("ci")
+    profile = REG.load_profile("ci")
     store = S.Store(tmp_path)
-    info = N.info("samples")
-    params = N.effective_params(profile, "samples")
+    info = REG.get("samples")
+    params = as_dict(REG.effective_params(profile, "samples"))
     key, parts = R.stage_key(info, params, profile, store)
     assert key is None  # its inputs (data, train) are not computed yet
     for dep in info.inputs:
@@ -237,7 +237,10 @@ def test_notebook_source_hash_ignores_outputs(tmp_path):
     nb["cells"][-1]["source"] = ["print('changed')\n"]
     p.write_text(json.dumps(nb))
     assert S.notebook_source_hash(p) != h
-    assert S.code_hash(["io"]) != S.code_hash(["task"]) and S.code_hash(["io"]) == S.code_hash(["io", "io"])
+    assert S.code_hash(["rlsft.io"]) != S.code_hash(["rlsft.task"])
+    assert S.code_hash(["rlsft.io"]) == S.code_hash(["rlsft.io", "rlsft.io"])
+    with pytest.raises(ValueError, match="no rlsft module"):
+        S.code_hash(["io"])
 
 
 def test_package_versions_and_git_commit():

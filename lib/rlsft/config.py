@@ -77,7 +77,18 @@ def _read(name: str) -> dict:
     if not path.exists():
         raise ConfigError(f"unknown profile {name!r}: no file {path}; "
                           f"available profiles: {', '.join(available_profiles())}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"profile {name!r}: {path} is not valid YAML{at}: {problem}; fix the file "
+                          f"(indentation and ':' after each key are the usual causes)") from None
+    except OSError as exc:
+        raise ConfigError(f"profile {name!r}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"profile {name!r}: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not isinstance(data, dict):
         raise ConfigError(f"profile {name!r}: the file must hold a mapping of keys, got {type(data).__name__}")
     return data
@@ -172,6 +183,9 @@ def validate_profile(p: dict) -> None:
     if p.get("device") not in ("cpu", "cuda", "auto"):
         raise ConfigError(f"profile {name!r}: device must be cpu, cuda or auto, got {p.get('device')!r}")
     fams = p.get("families") or {}
+    if not isinstance(fams, dict):
+        raise ConfigError(f"profile {name!r}: 'families' must be a mapping of family name: {{variants: ...}}, "
+                          f"got {fams!r}")
     if not fams:
         raise ConfigError(f"profile {name!r}: 'families' is empty; name at least one model family")
     for fam, spec in fams.items():
@@ -181,6 +195,9 @@ def validate_profile(p: dict) -> None:
         _unknown(where, spec, FAMILY_KEYS)
         _check_prompt(where, spec.get("prompt"))
         variants = spec.get("variants") or {}
+        if not isinstance(variants, dict):
+            raise ConfigError(f"{where}: 'variants' must be a mapping like {{Base: {{recipe: pretrain}}, RL: ...}}, "
+                              f"got {variants!r}")
         bad = sorted(set(variants) - set(VARIANTS))
         if bad:
             raise ConfigError(f"{where}: unknown variant(s) {bad}; the variants are {list(VARIANTS)}")

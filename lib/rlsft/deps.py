@@ -70,8 +70,8 @@ def imported_modules(source: str, module: str) -> set[str]:
 
 
 @lru_cache(maxsize=None)
-def _module_imports(name: str, mtime_ns: int) -> frozenset[str]:
-    return frozenset(imported_modules(module_file(name).read_text(), name))
+def _module_imports(name: str, path: str, mtime_ns: int, size: int) -> frozenset[str]:
+    return frozenset(imported_modules(Path(path).read_text(), name))
 
 
 def closure(roots: set[str] | list[str], source: str | None = None, source_module: str = "rlsft.__main__"
@@ -93,5 +93,6 @@ def closure(roots: set[str] | list[str], source: str | None = None, source_modul
         seen.add(name)
         f = module_file(name)
         if f is not None:
-            todo |= set(_module_imports(name, f.stat().st_mtime_ns)) - seen
+            st = f.stat()
+            todo |= set(_module_imports(name, str(f), st.st_mtime_ns, st.st_size)) - seen
     return tuple(sorted(seen))

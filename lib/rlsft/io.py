@@ -17,13 +17,29 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
+
+def _umask() -> int:
+    """The process umask (read without changing it for good)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     The temporary file keeps ``suffix`` (e.g. ``.parquet``) so libraries that look at the
-    extension behave. On error the temporary file is removed and ``path`` is untouched.
+    extension behave. On error the temporary file is removed and ``path`` is untouched. The file
+    gets the mode an ordinary ``open`` would give (0666 less the umask, e.g. 0644), not the 0600
+    of ``mkstemp``.
+
+    >>> import tempfile, stat
+    >>> p = Path(tempfile.mkdtemp()) / "m.txt"
+    >>> _ = write_text(p, "x"); oct(stat.S_IMODE(p.stat().st_mode)) == oct(0o666 & ~_umask())
+    True
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +50,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -77,8 +94,6 @@ def write_parquet(path: str | os.PathLike, df) -> Path:
 
 def save_npy(path: str | os.PathLike, array) -> Path:
     """Atomically save a numpy array (``.npy``)."""
-    import numpy as np
-
     with atomic_path(path, ".npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)

@@ -1,12 +1,16 @@
 """The runner behind ``run_all.sh``: runs the stage notebooks of a profile in numbered order with
 papermill, skipping every stage whose inputs, parameters and code are unchanged.
 
-    python -m rlsft.runner [--profile NAME] [--from STAGE | --only STAGE | --figures-only]
-                           [--force] [--dry-run]
+    python -m rlsft.runner [--profile NAME] [--from STAGE | --only STAGE | --until STAGE | --figures-only]
+                           [--force] [--dry-run] [--verbose] [--update-readme]
 
-Executed notebooks go to ``results/<profile>/notebooks/``; the manifest to
-``results/<profile>/manifest.json``. User errors (unknown profile, key, parameter, flag, missing
-model) end with one clear message and exit status 2, never a traceback.
+The console gets one line per stage (started, skipped and why, done with time, artifacts and peak
+memory) and the progress bars of long loops; each notebook's own log goes to
+``results/<profile>/logs/<stage>.log``. Executed notebooks go to ``results/<profile>/notebooks/``,
+the manifest to ``results/<profile>/manifest.json``, the results summary to
+``results/<profile>/SUMMARY.md`` (and into README.md only with ``--update-readme``). User errors
+(unknown profile, key, parameter, flag, missing model, unwritable folder) end with one clear message
+and exit status 2, never a traceback.
 """
 from __future__ import annotations
 
@@ -19,12 +23,13 @@ import time
 from pathlib import Path
 
 from rlsft import config as C
+from rlsft import console
 from rlsft import plan
 from rlsft import registry as R
 from rlsft.completions import fingerprint
-from rlsft.io import atomic_path, sha256_text
+from rlsft.io import atomic_path, sha256_text, write_text
 from rlsft.params import as_dict
-from rlsft.report import build_report, update_readme
+from rlsft.report import build_report, readme_block, update_readme
 from rlsft.store import Store, StoreLocked, code_hash, git_commit, notebook_source_hash, package_versions
 
 log = logging.getLogger("rlsft.runner")
@@ -34,6 +39,8 @@ USAGE_EPILOG = """examples:
   ./run_all.sh --profile ci --force          rerun everything of the small test profile
   ./run_all.sh --from trajectories           rerun from a stage on (earlier stages still skip if done)
   ./run_all.sh --figures-only                redraw every figure from the saved tables
+  ./run_all.sh --profile real-qwen-math-1.5b --until trajectories   data, samples and trajectories only
+  ./run_all.sh --update-readme               also write the results block into README.md (for a commit)
   ./run_all.sh --profile paper-1.5b --dry-run   print the plan, touch nothing
 """
 
@@ -55,11 +62,16 @@ def parser() -> argparse.ArgumentParser:
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--from", dest="from_stage", metavar="STAGE", help="run this stage and all later ones")
     sel.add_argument("--only", metavar="STAGE", help="run only this stage")
+    sel.add_argument("--until", metavar="STAGE", help="run every stage up to and including this one")
     sel.add_argument("--figures-only", action="store_true", help="rerun only the figure notebooks from saved tables")
     p.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
     p.add_argument("--dry-run", action="store_true", help="print stages, models and what would be skipped; touch nothing")
     p.add_argument("--results", default=str(C.REPO_ROOT / "results"), help="results root (default: results/)")
     p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: rlsft if registered, else python3)")
+    p.add_argument("--verbose", action="store_true",
+                   help="stream every notebook's cells and output to the console (default: logs/<stage>.log)")
+    p.add_argument("--update-readme", action="store_true",
+                   help="also rewrite the profile's results block in README.md (default: only SUMMARY.md)")
     return p
 
 
@@ -75,6 +87,8 @@ def select(infos, args) -> list:
         return [infos[_resolve_stage(args.only, infos)]]
     if args.from_stage:
         return infos[_resolve_stage(args.from_stage, infos):]
+    if getattr(args, "until", None):
+        return infos[:_resolve_stage(args.until, infos) + 1]
     if args.figures_only:
         return [i for i in infos if i.kind == "figure"]
     return list(infos)
@@ -156,67 +170,122 @@ def preflight(profile: dict, infos, dry_run: bool) -> None:
                             + "\n".join(f"  {plan.download_hint(m)}" for m in missing))
 
 
+def dry_run(profile: dict, infos, chosen, store: Store, force: bool) -> int:
+    """Print the models, the plan and what each selected stage would do; touch nothing."""
+    print(f"profile: {profile['name']}  results: {store.root}")
+    print("models:")
+    print("\n".join(describe_models(profile)))
+    preflight(profile, infos, dry_run=True)
+    print("stages:")
+    unknown_upstream = False
+    for info in chosen:
+        params = as_dict(R.effective_params(profile, info.stage))
+        key, parts = stage_key(info, params, profile, store)
+        idle = nothing_to_do(info, profile)
+        if idle:
+            verdict = f"would skip (nothing to do: {idle})"
+        elif key is None or unknown_upstream:
+            verdict = "would run (its inputs are not computed yet)"
+        else:
+            ok, why = store.fresh(info.stage, key, parts)
+            verdict = "would skip (up to date)" if ok and not force else f"would run ({'forced' if force else why})"
+        unknown_upstream = unknown_upstream or verdict.startswith("would run")
+        print(f"  {info.path.name:<28} [{info.kind}] {verdict}")
+    return 0
+
+
+def nothing_to_do(info, profile: dict) -> str | None:
+    """Why a stage has no work for this profile (e.g. train when no variant is trained here), or None."""
+    check = getattr(info.module, "nothing_to_do", None)
+    return check(profile) if check else None
+
+
+def check_results_owner(store: Store, profile: dict) -> None:
+    """A results folder belongs to one profile file: a different file of the same name (say a
+    ``ci.yaml`` elsewhere) must not mix its results into ``results/ci``."""
+    owner = store.load().get("profile_path")
+    if owner and Path(owner) != Path(profile["path"]):
+        raise C.ConfigError(f"{store.root} holds the results of the profile file {owner}, not of {profile['path']}; "
+                            f"rename your profile file or pass --results to another folder")
+
+
+def run_stage(info, profile: dict, store: Store, args, kernel: str, n: str) -> None:
+    """Run one stage unless it is up to date or has nothing to do; record it in the manifest."""
+    params = as_dict(R.effective_params(profile, info.stage))
+    key, parts = stage_key(info, params, profile, store)
+    if key is None:
+        raise C.ConfigError(f"stage {info.stage!r} needs the outputs of {list(info.inputs)}, "
+                            f"which are not computed yet: run them first (e.g. drop --only/--from)")
+    idle = nothing_to_do(info, profile)
+    if idle:
+        store.record(info.stage, key, parts, {}, {"kind": info.kind, "skipped": idle, "parameters": params})
+        log.info("%s stage %-14s skipped: nothing to do (%s)", n, info.stage, idle)
+        return
+    ok, why = store.fresh(info.stage, key, parts)
+    if ok and not args.force:
+        log.info("%s stage %-14s skipped: %s", n, info.stage, why)
+        return
+    logfile = store.root / "logs" / f"{info.stage}.log"
+    log.info("%s stage %-14s running %s (%s); log: %s", n, info.stage, info.path.name,
+             "forced" if args.force else why, _rel(logfile))
+    t0 = time.time()
+    with PeakMemory() as mem, console.stage_log(logfile, verbose=args.verbose):
+        execute(info, profile, params, store.root, kernel, logfile)
+    wall = time.time() - t0
+    outputs = store.outputs(info.outputs)
+    if not outputs:
+        raise StageFailed(f"stage {info.stage!r} wrote nothing under {info.outputs}: see "
+                          f"{store.root / 'notebooks' / info.path.name} and {logfile}")
+    store.record(info.stage, key, parts, outputs, {
+        "notebook": str(info.path.relative_to(C.REPO_ROOT)), "parameters": params,
+        "seed": profile.get("seed"), "git_commit": git_commit(), "wall_time_s": round(wall, 2),
+        "peak_rss_mb": mem.peak_mb, "code_modules": list(info.code),
+        "package_versions": package_versions(), "kind": info.kind})
+    log.info("%s stage %-14s done in %.1f s (%d artifacts, peak %.0f MB)", n, info.stage, wall, len(outputs),
+             mem.peak_mb)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def finish(store: Store, profile: dict, update: bool) -> None:
+    """The report, ``SUMMARY.md`` and (on request) the README block, from the saved tables."""
+    path = build_report(store.root, profile)
+    write_text(store.root / "SUMMARY.md", f"# Results of profile `{profile['name']}`\n\n"
+                                          + readme_block(store.root) + "\n")
+    log.info("report: %s; summary: %s", _rel(path), _rel(store.root / "SUMMARY.md"))
+    if update:
+        update_readme(C.REPO_ROOT / "README.md", store.root, profile["name"])
+        log.info("README.md: results block of %s rewritten", profile["name"])
+
+
 def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout, force=True)
     profile = R.load_profile(args.profile)
     infos = list(R.STAGES)
     chosen = select(infos, args)
     store = Store(Path(args.results) / profile["name"])
-    log.info("profile %s (%s): %d of %d stages selected", profile["name"], " <- ".join(profile["chain"]),
-             len(chosen), len(infos))
+    log.info("profile %s (%s): %d of %d stages selected; results in %s", profile["name"],
+             " <- ".join(profile["chain"]), len(chosen), len(infos), _rel(store.root))
     if args.dry_run:
-        print(f"profile: {profile['name']}  results: {store.root}")
-        print("models:")
-        print("\n".join(describe_models(profile)))
-        preflight(profile, infos, dry_run=True)
-        print("stages:")
-        unknown_upstream = False
-        for info in chosen:
-            params = as_dict(R.effective_params(profile, info.stage))
-            key, _ = stage_key(info, params, profile, store)
-            if key is None or unknown_upstream:
-                verdict = "would run (its inputs are not computed yet)"
-            else:
-                ok, why = store.fresh(info.stage, key)
-                verdict = "would skip (up to date)" if ok and not args.force else f"would run ({'forced' if args.force else why})"
-            unknown_upstream = unknown_upstream or verdict.startswith("would run")
-            print(f"  {info.path.name:<28} [{info.kind}] {verdict}")
-        return 0
+        return dry_run(profile, infos, chosen, store, args.force)
     preflight(profile, infos, dry_run=False)
     kernel = _kernel_name(args.kernel)
     total = time.time()
     with store.lock():
+        check_results_owner(store, profile)
+        store.set_profile_path(profile["path"])
         _remove_stale_temps(store.root)
-        for info in chosen:
-            params = as_dict(R.effective_params(profile, info.stage))
-            key, parts = stage_key(info, params, profile, store)
-            if key is None:
-                raise C.ConfigError(f"stage {info.stage!r} needs the outputs of {list(info.inputs)}, "
-                                    f"which are not computed yet: run them first (e.g. drop --only/--from)")
-            ok, why = store.fresh(info.stage, key, parts)
-            if ok and not args.force:
-                log.info("stage %-14s skipped: %s", info.stage, why)
-                continue
-            log.info("stage %-14s running %s (%s)", info.stage, info.path.name, "forced" if args.force else why)
-            t0 = time.time()
-            with PeakMemory() as mem:
-                execute(info, profile, params, store.root, kernel)
-            wall = time.time() - t0
-            outputs = store.outputs(info.outputs)
-            if not outputs:
-                raise StageFailed(f"stage {info.stage!r} wrote nothing under {info.outputs}: see "
-                                   f"{store.root / 'notebooks' / info.path.name}")
-            store.record(info.stage, key, parts, outputs, {
-                "notebook": str(info.path.relative_to(C.REPO_ROOT)), "parameters": params,
-                "seed": profile.get("seed"), "git_commit": git_commit(), "wall_time_s": round(wall, 2),
-                "peak_rss_mb": mem.peak_mb, "code_modules": list(info.code),
-                "package_versions": package_versions(), "kind": info.kind})
-            log.info("stage %-14s done in %.1f s (%d artifacts)", info.stage, wall, len(outputs))
-    log.info("all selected stages done in %.1f s; results in %s", time.time() - total, store.root)
-    path = build_report(store.root, profile)
-    log.info("report: %s", path)
-    update_readme(C.REPO_ROOT / "README.md", store.root, profile["name"])
+        for i, info in enumerate(chosen, 1):
+            run_stage(info, profile, store, args, kernel, f"[{i}/{len(chosen)}]")
+        log.info("all selected stages done in %.1f s; results in %s", time.time() - total, _rel(store.root))
+        finish(store, profile, args.update_readme)
     return 0
 
 
@@ -237,14 +306,18 @@ def _remove_stale_temps(root: Path) -> None:
                 log.info("removed %s (left by an interrupted run)", Path(folder, f).relative_to(root))
 
 
-def execute(info, profile: dict, params: dict, root: Path, kernel: str) -> None:
-    """Run one notebook with papermill; the executed copy lands atomically in ``notebooks/``."""
+def execute(info, profile: dict, params: dict, root: Path, kernel: str, logfile: Path | None = None) -> None:
+    """Run one notebook with papermill; the executed copy lands atomically in ``notebooks/``.
+
+    Long loops print text progress bars (``RLSFT_PROGRESS=text``, see :mod:`rlsft.progress`),
+    which :mod:`rlsft.console` shows on the console."""
     import papermill as pm
 
     out = root / "notebooks" / info.path.name
     env_backup = dict(os.environ)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ["RLSFT_PROGRESS"] = "text"
     try:
         with atomic_path(out, ".ipynb") as tmp:
             try:
@@ -256,7 +329,8 @@ def execute(info, profile: dict, params: dict, root: Path, kernel: str) -> None:
                 failed = out.with_name(out.stem + ".failed.ipynb")
                 os.replace(tmp, failed)
                 raise StageFailed(f"stage {info.stage!r} failed in cell {exc.exec_count}: {exc.ename}: "
-                                  f"{exc.evalue}\n  executed notebook: {failed}") from None
+                                  f"{exc.evalue}\n  executed notebook: {failed}"
+                                  + (f"\n  log: {logfile}" if logfile else "")) from None
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
@@ -311,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except StoreLocked as exc:
         print(f"run_all.sh: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a results folder that cannot be written, a full disk, ...
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"run_all.sh: error: cannot write{where}: {exc.strerror or exc}; check that the results folder is "
+              f"writable (or pass --results to another folder) and that the disk has space", file=sys.stderr)
         return 2
     except StageFailed as exc:
         print(f"run_all.sh: {exc}", file=sys.stderr)

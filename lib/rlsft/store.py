@@ -69,7 +69,10 @@ def code_hash(modules) -> str:
                        for p in pkg.rglob("*.py"))
     else:
         files = [(m, deps.module_file(m)) for m in sorted(set(modules))]
-    return sha256_text(*[name + f.read_text() for name, f in files if f is not None])
+        unknown = [m for m, f in files if f is None]
+        if unknown:
+            raise ValueError(f"code_hash: no rlsft module {unknown} (give dotted names such as 'rlsft.io')")
+    return sha256_text(*[name + f.read_text() for name, f in files])
 
 
 class StoreLocked(RuntimeError):
@@ -145,6 +148,13 @@ class Store:
         man["package_versions"] = meta.get("package_versions", package_versions())
         write_json(self.path, man)
         return rec
+
+    def set_profile_path(self, path: str) -> None:
+        """Record which profile file owns this results folder (see ``runner.check_results_owner``)."""
+        man = self.load()
+        if man.get("profile_path") != str(path):
+            man["profile_path"] = str(path)
+            write_json(self.path, man)
 
     @contextmanager
     def lock(self):
