@@ -22,7 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from rlsft.io import write_csv  # noqa: E402
+from rlsft.trajectories import chrf_matrix  # noqa: E402
 
 WORDS = """the of and to a in is that we for it this with as be by on are so then let which from can at
 or have an not if number value sum each since therefore thus hence note compute find get gives equal
@@ -52,8 +59,6 @@ def make_texts(n_texts: int, chars: int, seed: int = 0) -> list[str]:
     >>> len(t), {len(x) for x in t}, t == make_texts(3, 200, seed=1)
     (3, {200}, True)
     """
-    import numpy as np
-
     if n_texts < 0 or chars < 0:
         raise ValueError(f"n_texts and chars must be >= 0, got {n_texts}, {chars}")
     rng = np.random.default_rng(seed)
@@ -82,11 +87,6 @@ def _timed(fn):
 
 def run(n_texts: int, chars: int, seed: int, sacrebleu_pairs: int, skip_fastchrf: bool, repeats: int):
     """Rows (one per method) of the benchmark table as a DataFrame."""
-    import numpy as np
-    import pandas as pd
-
-    from rlsft.trajectories import chrf_matrix
-
     texts = make_texts(n_texts, chars, seed)
     M = len(texts)
     print(f"{M} texts of {chars} characters (seed {seed}); {M * M} ordered pairs, {M * (M - 1) // 2} unordered",
@@ -144,9 +144,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.n_texts < 1 or args.chars < 1 or args.sacrebleu_pairs < 1:
         ap.error("--n-texts, --chars and --sacrebleu-pairs must be >= 1")
-
-    sys.path.insert(0, str(ROOT / "lib"))
-    from rlsft.io import write_csv
 
     df = run(args.n_texts, args.chars, args.seed, args.sacrebleu_pairs, args.skip_fastchrf, args.repeats)
     table = df[["method", "seconds", "pairs_timed", "extrapolated", "slowdown_vs_rlsft", "max_abs_diff"]]

@@ -404,17 +404,33 @@ def test_headline_leaves_out_comparisons_of_absent_variants(tmp_path):
     """A family with only Base and RL (imported completions): no SFT rows in the headline."""
     import pandas as pd
 
-    from rlsft.report import drop_absent_comparisons
+    from rlsft.headline import present_comparisons
 
-    (tmp_path / "samples").mkdir()
-    pd.DataFrame({"family": ["f", "f", "g", "g", "g", "g"], "variant": ["Base", "RL", "Base", "RL", "SFT", "SFT+RL"],
-                  "benchmark": "b", "pass_at_1": 0.5}).to_csv(tmp_path / "samples" / "summary.csv", index=False)
+    summary = pd.DataFrame({"family": ["f", "f", "g", "g", "g", "g"], "variant": ["Base", "RL", "Base", "RL", "SFT", "SFT+RL"],
+                            "benchmark": "b", "pass_at_1": 0.5})
     ratios = pd.DataFrame({"family": ["f", "f", "f", "g", "g", "g"],
                            "comparison": ["RL/Base", "SFT/Base", "SFT+RL/SFT"] * 2, "ratio": [1.5, None, None, 2, 3, 4]})
     ratios.loc[len(ratios)] = ["h", "RL/Base", 0.7]  # a number is never hidden, whatever the summary says
-    kept = drop_absent_comparisons(tmp_path, ratios)
+    kept = present_comparisons(ratios, summary)
     assert kept[["family", "comparison"]].values.tolist() == [
         ["f", "RL/Base"], ["g", "RL/Base"], ["g", "SFT/Base"], ["g", "SFT+RL/SFT"], ["h", "RL/Base"]]
-    kept = drop_absent_comparisons(tmp_path, ratios.iloc[::-1])  # families in the summary's order
+    kept = present_comparisons(ratios.iloc[::-1], summary)  # families in the summary's order
     assert kept["family"].tolist() == ["f", "g", "g", "g", "h"]
-    assert drop_absent_comparisons(tmp_path / "nowhere", ratios).equals(ratios)  # no summary: unchanged
+    assert present_comparisons(ratios, None).equals(ratios)  # no summary: unchanged
+    # the README block and the report read the summary next to the ratios and leave the rows out alike
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "trajectories").mkdir()
+    summary.to_csv(tmp_path / "samples" / "summary.csv", index=False)
+    ratios.assign(benchmark="b", quantity="unique_incorrect").to_csv(tmp_path / "trajectories" / "unique_ratios.csv",
+                                                                     index=False)
+    block = readme_block(tmp_path)
+    assert "| f | b | unique_incorrect | RL/Base | 1.50 |" in block and "| f | b | unique_incorrect | SFT/Base" not in block
+    unique = _section(build_report(tmp_path, None).read_text(), "unique")
+    assert unique.count("<tr>") == 1 + 5  # header and the five rows kept
+
+
+def test_report_renders_every_headline_column():
+    """Each column the headline's accuracy table may hold has a header and a precision here."""
+    from rlsft import headline as H
+
+    assert set(R._ACCURACY_LABELS) == set(H.ACCURACY_COLUMNS)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import VARIANTS
-from .io import atomic_path
+from rlsft import VARIANTS
+from rlsft.io import atomic_path
 
 # Okabe & Ito (2008) colour-blind-safe palette
 COLORS = {"Base": "#000000", "RL": "#D55E00", "SFT": "#0072B2", "SFT+RL": "#009E73"}
@@ -27,6 +27,17 @@ def use_style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
     mpl.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
                          "axes.titleweight": "bold", "legend.frameon": False, "pdf.fonttype": 42})
+
+
+def present_variants(values) -> tuple[str, ...]:
+    """The variants found in ``values`` (a table's ``variant`` column), in the canonical order: a
+    profile may hold only some of them, and its figures show only those.
+
+    >>> present_variants(["SFT", "Base", "SFT"])
+    ('Base', 'SFT')
+    """
+    have = set(values)
+    return tuple(v for v in VARIANTS if v in have)
 
 
 def palette(variants=VARIANTS) -> list[str]:

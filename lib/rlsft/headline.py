@@ -1,15 +1,35 @@
-"""The headline tables, computed once from the stage tables and used alike by the figure
-notebooks, the HTML report and the README results block.
+"""The headline tables, computed once from the stage tables and used alike by the figure stages,
+the HTML report and the README results block (:mod:`rlsft.report` only renders them).
+
+Pure functions, DataFrames in and DataFrames out:
 
 - :func:`decay_headline`: the decay-rate ratios over all benchmarks, with the spread over
-  clustering seeds (``figures/headline_decay_ratios.csv``).
+  clustering seeds (stage ``fig_decay`` writes it as ``figures/headline_decay_ratios.csv``).
+- :func:`ratio_headline`: the rows of a ratio table (decay rates, unique trajectories) that the
+  headline shows (:func:`present_comparisons`), each with its verdict against the paper
+  (:func:`direction_verdict`, column ``direction_as_paper``).
+- :func:`accuracy_table` and :func:`pass_at_1_table`: accuracy and pass@k per variant, and
+  pass@1 as one row per variant and one column per benchmark (the README's table).
+- :func:`sort_family_variant_benchmark` (the report's row order) and
+  :func:`sort_family_benchmark_variant` (the figure tables' row order).
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
+
+from rlsft import VARIANTS
 
 DECAY_HEADLINE_COLUMNS = ("family", "metric", "comparison", "ratio", "ci_low", "ci_high", "paper_value",
                           "expected_direction", "agrees")
+VERDICT_COLUMN = "direction_as_paper"
+"""The column :func:`ratio_headline` adds: ``yes`` / ``no`` / ``unclear (CI spans 1)`` / ``—``."""
+ACCURACY_COLUMNS = ("family", "variant", "benchmark", "n_problems", "M", "accuracy", "pass_at_1", "pass_at_M",
+                    "truncation_rate", "mean_tokens")
+"""The columns of ``samples/summary.csv`` the accuracy table keeps (those present), in this order."""
+PASS_AT_1_COLUMNS = ("variant", "benchmark", "pass_at_1")
+"""The columns :func:`pass_at_1_table` needs."""
 
 
 def decay_headline(ratios: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
@@ -28,3 +48,186 @@ def decay_headline(ratios: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
     head = head[cols].copy()
     sp = spread.groupby(["family", "metric", "comparison"])["ratio"].agg(seed_min="min", seed_max="max").reset_index()
     return head.merge(sp, on=["family", "metric", "comparison"], how="left")
+
+
+# ------------------------------------------------------------------------------------ verdicts
+
+def is_missing(x) -> bool:
+    """None, NaN or anything whose float is NaN (pandas' NA too); strings are not missing.
+
+    >>> is_missing(None), is_missing(float("nan")), is_missing(pd.NA), is_missing(0.0), is_missing("x")
+    (True, True, True, False, False)
+    """
+    if x is None or x is pd.NA:
+        return True
+    try:
+        return bool(isinstance(x, float) and math.isnan(x)) or (hasattr(x, "__float__") and math.isnan(float(x)))
+    except (TypeError, ValueError):
+        return False
+
+
+def agreement_word(x) -> str:
+    """``yes`` / ``no`` / ``—`` for an agreement flag as read from a CSV (bool, ``'True'``, NaN).
+
+    >>> agreement_word(True), agreement_word("false"), agreement_word(float("nan"))
+    ('yes', 'no', '—')
+    """
+    if isinstance(x, str):
+        x = {"true": True, "false": False}.get(x.strip().lower())
+    if is_missing(x):
+        return "—"
+    return "yes" if bool(x) else "no"
+
+
+def _get(row, col, default=None):
+    return row[col] if col in row.index else default
+
+
+def direction_verdict(row) -> str:
+    """Does a ratio move the paper's way? ``unclear (CI spans 1)`` when its 95% interval
+    (``ci_low``, ``ci_high``) holds 1, else :func:`agreement_word` of its ``agrees`` flag.
+
+    >>> direction_verdict(pd.Series({"agrees": True, "ci_low": 0.9, "ci_high": 1.1}))
+    'unclear (CI spans 1)'
+    >>> direction_verdict(pd.Series({"agrees": False, "ci_low": 1.1, "ci_high": 1.3}))
+    'no'
+    """
+    lo, hi = _get(row, "ci_low"), _get(row, "ci_high")
+    if not (is_missing(lo) or is_missing(hi)) and float(lo) <= 1.0 <= float(hi):
+        return "unclear (CI spans 1)"
+    return agreement_word(_get(row, "agrees"))
+
+
+def with_verdicts(ratios: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``ratios`` with the column ``direction_as_paper`` (:func:`direction_verdict`).
+
+    >>> r = pd.DataFrame({"ratio": [2.4, 1.0], "ci_low": [1.9, 0.8], "ci_high": [3.0, 1.2], "agrees": [True, False]})
+    >>> with_verdicts(r)["direction_as_paper"].tolist()
+    ['yes', 'unclear (CI spans 1)']
+    """
+    out = ratios.copy()
+    out[VERDICT_COLUMN] = [direction_verdict(r) for _, r in ratios.iterrows()]
+    return out
+
+
+# ------------------------------------------------------------------------------- ratio tables
+
+def present_comparisons(ratios: pd.DataFrame | None, summary: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The rows of a ratio table whose comparison ("RL/Base") names two variants the family has.
+
+    A family may hold only some variants (imported completions of Base and RL, say); its tables
+    still carry the paper's other comparisons as empty rows, which the headline leaves out (a row
+    with a ratio is always kept). The variants present are those of ``summary``
+    (``samples/summary.csv``); families come in its order. Without a summary, or without a
+    ``comparison`` column, ``ratios`` is returned as is.
+
+    >>> s = pd.DataFrame({"family": ["f", "f"], "variant": ["Base", "RL"]})
+    >>> r = pd.DataFrame({"family": "f", "comparison": ["RL/Base", "SFT/Base", "SFT+RL/SFT"], "ratio": [1.5, None, 2.0]})
+    >>> present_comparisons(r, s)["comparison"].tolist()
+    ['RL/Base', 'SFT+RL/SFT']
+    """
+    if ratios is None or summary is None or "comparison" not in ratios.columns or "variant" not in summary.columns:
+        return ratios
+    fam_col = "family" in ratios.columns and "family" in summary.columns
+    have = set(zip(summary["family"], summary["variant"])) if fam_col else {(None, v) for v in summary["variant"]}
+
+    def keep(r):  # a row with a number is always kept
+        fam = r["family"] if fam_col else None
+        has_number = "ratio" in r.index and pd.notna(r["ratio"])
+        return has_number or all((fam, v) in have for v in str(r["comparison"]).split("/"))
+
+    out = ratios[[keep(r) for _, r in ratios.iterrows()]]
+    if fam_col:  # families in profile order (the summary's), not alphabetical
+        rank = {f: i for i, f in enumerate(dict.fromkeys(summary["family"]))}
+        out = out.iloc[sorted(range(len(out)), key=lambda i: rank.get(out["family"].iloc[i], len(rank)))]
+    return out.reset_index(drop=True)
+
+
+def ratio_headline(ratios: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The headline rows of a ratio table (``figures/headline_decay_ratios.csv``,
+    ``trajectories/unique_ratios.csv``): :func:`present_comparisons`, then :func:`with_verdicts`.
+
+    >>> r = pd.DataFrame({"family": "f", "comparison": ["RL/Base", "SFT/Base"], "ratio": [0.5, None],
+    ...                   "ci_low": [0.4, None], "ci_high": [0.6, None], "agrees": [True, None]})
+    >>> ratio_headline(r)[["comparison", "direction_as_paper"]].values.tolist()
+    [['RL/Base', 'yes'], ['SFT/Base', '—']]
+    >>> len(ratio_headline(r, pd.DataFrame({"family": ["f", "f"], "variant": ["Base", "RL"]})))
+    1
+    """
+    return with_verdicts(present_comparisons(ratios, summary))
+
+
+# ----------------------------------------------------------------------- accuracy and pass@1
+
+def sort_family_variant_benchmark(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` sorted by family (in order of first appearance: the profile's order), the variants in
+    the canonical order (unknown ones last), then benchmark; a stable sort.
+
+    >>> d = pd.DataFrame({"family": ["g", "g", "f"], "variant": ["SFT", "Base", "RL"], "benchmark": "b"})
+    >>> sort_family_variant_benchmark(d)[["family", "variant"]].values.tolist()
+    [['g', 'Base'], ['g', 'SFT'], ['f', 'RL']]
+    """
+    if df is None or "variant" not in df.columns:
+        return df
+    df = df.copy()
+    df["_v"] = df["variant"].map({v: i for i, v in enumerate(VARIANTS)}).fillna(len(VARIANTS))
+    if "family" in df.columns:
+        df["_f"] = df["family"].map({f: i for i, f in enumerate(dict.fromkeys(df["family"]))})
+    keys = [k for k in ("_f", "_v", "variant", "benchmark") if k in df.columns]
+    return df.sort_values(keys, kind="stable").drop(columns=["_v", "_f"], errors="ignore")
+
+
+def sort_family_benchmark_variant(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with ``variant`` an ordered categorical (``VARIANTS``), sorted by family,
+    benchmark and variant: the row order of the tables beside the figures
+    (``figures/table_pass_at_k.csv``, ``figures/fig2_table.csv``).
+
+    >>> d = pd.DataFrame({"family": "f", "benchmark": ["b", "a", "a"], "variant": ["RL", "SFT", "Base"]})
+    >>> sort_family_benchmark_variant(d)[["benchmark", "variant"]].values.tolist()
+    [['a', 'Base'], ['a', 'SFT'], ['b', 'RL']]
+    """
+    table = df.copy()
+    table["variant"] = pd.Categorical(table["variant"], VARIANTS, ordered=True)
+    return table.sort_values(["family", "benchmark", "variant"])
+
+
+def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy, pass@1, pass@M, truncation and length per (family, variant, benchmark): the
+    columns of ``ACCURACY_COLUMNS`` that ``summary`` has, rows in
+    :func:`sort_family_variant_benchmark` order.
+
+    >>> s = pd.DataFrame({"family": "f", "variant": ["SFT", "Base"], "benchmark": "b", "pass_at_1": [0.5, 0.6],
+    ...                   "mean_chars": [10.0, 12.0]})
+    >>> accuracy_table(s).values.tolist()
+    [['f', 'Base', 'b', 0.6], ['f', 'SFT', 'b', 0.5]]
+    """
+    df = sort_family_variant_benchmark(summary)
+    return df[[c for c in ACCURACY_COLUMNS if c in df.columns]]
+
+
+def pass_at_1_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """pass@1 with one row per (family, variant) and one column per benchmark (sorted by name);
+    NaN where a variant lacks a benchmark. Rows in :func:`sort_family_variant_benchmark` order;
+    ``family`` is None when ``summary`` has no family column.
+
+    >>> s = pd.DataFrame({"family": "f", "variant": ["SFT", "Base", "Base"], "benchmark": ["b", "b", "a"],
+    ...                   "pass_at_1": [0.5, 0.6, 0.7]})
+    >>> pass_at_1_table(s).values.tolist()
+    [['f', 'Base', 0.7, 0.6], ['f', 'SFT', nan, 0.5]]
+    """
+    missing = [c for c in PASS_AT_1_COLUMNS if c not in summary.columns]
+    if missing:
+        raise ValueError(f"summary lacks the columns {missing}")
+    df = sort_family_variant_benchmark(summary)
+    fams = list(dict.fromkeys(df["family"])) if "family" in df.columns else [None]
+    benches = list(dict.fromkeys(sorted(map(str, df["benchmark"]))))
+    rows = []
+    for fam in fams:
+        sub = df if fam is None else df[df["family"] == fam]
+        for v in dict.fromkeys(sub["variant"]):
+            row = [fam, v]
+            for b in benches:
+                hit = sub[(sub["variant"] == v) & (sub["benchmark"].astype(str) == b)]["pass_at_1"]
+                row.append(float(hit.iloc[0]) if len(hit) else math.nan)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["family", "variant", *benches])

@@ -19,6 +19,10 @@ so the folder works when opened from disk. Pages are re-rendered only when their
 profile_name)`` puts that block between ``<!-- results:<profile>:begin -->`` and
 ``<!-- results:<profile>:end -->`` in the README.
 
+The headline tables themselves (which rows, in which order, the verdict against the paper) are
+built by :mod:`rlsft.headline`, the same functions the figure stages use; this module reads the
+saved CSVs, hands them to it and renders the result as HTML or Markdown.
+
 By hand::
 
     python -m rlsft.report --profile ci [--results DIR] [--readme README.md]
@@ -33,15 +37,17 @@ import datetime as _dt
 import html
 import json
 import logging
-import math
 import re
 import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
-from rlsft import VARIANTS
-from rlsft.config import REPO_ROOT, ConfigError, load_profile
+import pandas as pd
+
+from rlsft import headline as H
+from rlsft.config import REPO_ROOT, load_profile
+from rlsft.errors import ConfigError
 from rlsft.io import read_json, sha256_file, write_json, write_text
 
 log = logging.getLogger("rlsft.report")
@@ -51,7 +57,8 @@ REPORT_VERSION = "2"
 
 NOT_COMPUTED = "not computed yet"
 
-# where each headline table comes from: (path under results/<profile>/, the stage that writes it)
+# where each headline table comes from: (path under results/<profile>/, the stage that writes it;
+# the stage name is only shown in the "not computed yet" note)
 SOURCES = {
     "decay": ("figures/headline_decay_ratios.csv", "fig_decay"),
     "unique": ("trajectories/unique_ratios.csv", "trajectories"),
@@ -66,15 +73,6 @@ _PAPER_FRACTIONS = {1 / 3: "1/3", 2 / 3: "2/3", 0.5: "1/2", 0.25: "1/4"}
 
 # ------------------------------------------------------------------------------------- formatting
 
-def _is_missing(x) -> bool:
-    if x is None:
-        return True
-    try:
-        return bool(isinstance(x, float) and math.isnan(x)) or (hasattr(x, "__float__") and math.isnan(float(x)))
-    except (TypeError, ValueError):
-        return False
-
-
 def fmt_num(x, digits: int = 2, paper: bool = False) -> str:
     """A number as the report shows it: ``digits`` decimals, ``—`` when missing.
 
@@ -85,7 +83,7 @@ def fmt_num(x, digits: int = 2, paper: bool = False) -> str:
     """
     if isinstance(x, str):
         return x if x.strip() else "—"
-    if _is_missing(x):
+    if H.is_missing(x):
         return "—"
     if isinstance(x, bool) or type(x).__name__ in ("bool_", "bool"):
         return "yes" if x else "no"
@@ -115,33 +113,9 @@ def fmt_ci(lo, hi, digits: int = 2) -> str:
     >>> fmt_ci(0.62987, 1.1871), fmt_ci(float("nan"), 1.0)
     ('[0.63, 1.19]', '—')
     """
-    if _is_missing(lo) or _is_missing(hi):
+    if H.is_missing(lo) or H.is_missing(hi):
         return "—"
     return f"[{fmt_num(float(lo), digits)}, {fmt_num(float(hi), digits)}]"
-
-
-def fmt_agrees(x) -> str:
-    """``yes`` / ``no`` / ``—`` for an agreement flag read from a CSV (bool, 'True', NaN)."""
-    if isinstance(x, str):
-        x = {"true": True, "false": False}.get(x.strip().lower())
-    if _is_missing(x):
-        return "—"
-    return "yes" if bool(x) else "no"
-
-
-def fmt_direction(row) -> str:
-    """``yes`` / ``no`` when the whole 95% interval lies on one side of 1, else ``unclear``.
-
-    >>> import pandas as pd
-    >>> fmt_direction(pd.Series({"agrees": True, "ci_low": 0.9, "ci_high": 1.1}))
-    'unclear (CI spans 1)'
-    >>> fmt_direction(pd.Series({"agrees": False, "ci_low": 1.1, "ci_high": 1.3}))
-    'no'
-    """
-    lo, hi = _get(row, "ci_low"), _get(row, "ci_high")
-    if not (_is_missing(lo) or _is_missing(hi)) and float(lo) <= 1.0 <= float(hi):
-        return "unclear (CI spans 1)"
-    return fmt_agrees(_get(row, "agrees"))
 
 
 def _esc(x) -> str:
@@ -158,53 +132,34 @@ def _read_csv(path: Path):
     """The CSV as a DataFrame; ``None`` when it does not exist; raises on a malformed file."""
     if not path.is_file():
         return None
-    import pandas as pd
-
     return pd.read_csv(path)
 
 
-def drop_absent_comparisons(root: Path, df):
-    """Rows of a ratio table whose comparison ("RL/Base") names two variants the family has.
-
-    A family may hold only some variants (imported completions of Base and RL, say); its tables
-    still carry the paper's other comparisons as empty rows, which the headline leaves out (a row
-    with a ratio is always kept). The
-    variants present are read from ``samples/summary.csv``; without it ``df`` is returned as is.
-    """
+def _read_summary(root: Path):
+    """``samples/summary.csv`` (the variants each family has), or None when missing or unreadable."""
     try:
-        summary = _read_csv(Path(root) / "samples" / "summary.csv")
+        return _read_csv(Path(root) / SOURCES["summary"][0])
     except Exception:  # noqa: BLE001 - no summary: nothing to filter by
-        summary = None
-    if df is None or summary is None or "comparison" not in df.columns or "variant" not in summary.columns:
-        return df
-    import pandas as pd
-
-    fam_col = "family" in df.columns and "family" in summary.columns
-    have = set(zip(summary["family"], summary["variant"])) if fam_col else {(None, v) for v in summary["variant"]}
-
-    def keep(r):  # a row with a number is always kept
-        fam = r["family"] if fam_col else None
-        has_number = "ratio" in r.index and pd.notna(r["ratio"])
-        return has_number or all((fam, v) in have for v in str(r["comparison"]).split("/"))
-
-    out = df[[keep(r) for _, r in df.iterrows()]]
-    if fam_col:  # families in profile order (the summary's), not alphabetical
-        rank = {f: i for i, f in enumerate(dict.fromkeys(summary["family"]))}
-        out = out.iloc[sorted(range(len(out)), key=lambda i: rank.get(out["family"].iloc[i], len(rank)))]
-    return out.reset_index(drop=True)
+        return None
 
 
-def _variant_order(df):
-    """``df`` sorted by family (in order of first appearance), the variants in the canonical order,
-    then benchmark."""
-    if df is None or "variant" not in df.columns:
-        return df
-    df = df.copy()
-    df["_v"] = df["variant"].map({v: i for i, v in enumerate(VARIANTS)}).fillna(len(VARIANTS))
-    if "family" in df.columns:  # families in the order they first appear (the profile's order)
-        df["_f"] = df["family"].map({f: i for i, f in enumerate(dict.fromkeys(df["family"]))})
-    keys = [k for k in ("_f", "_v", "variant", "benchmark") if k in df.columns]
-    return df.sort_values(keys, kind="stable").drop(columns=["_v", "_f"], errors="ignore")
+def headline_table(root: Path, key: str):
+    """``(table, problem)``: the headline table ``key`` of :data:`SOURCES`, read from ``root``
+    (``results/<profile>``), and None; or ``(None, problem)`` with problem ``"missing"``, ``"empty"``
+    or the exception that reading raised. Ratio tables go through
+    :func:`rlsft.headline.ratio_headline` (the comparisons of variants a family has, with the
+    verdict against the paper); the summary is returned as read."""
+    try:
+        df = _read_csv(Path(root) / SOURCES[key][0])
+    except Exception as exc:  # noqa: BLE001 - a broken file becomes a note, never a crash
+        return None, exc
+    if df is None:
+        return None, "missing"
+    if key != "summary":
+        df = H.ratio_headline(df, _read_summary(root))
+    if df.empty:
+        return None, "empty"
+    return df, None
 
 
 def load_manifest(root: Path) -> dict | None:
@@ -416,7 +371,7 @@ def _error_note(rel: str, exc: Exception) -> str:
 
 
 def _agree_cell(row) -> str:
-    s = fmt_direction(row)
+    s = row[H.VERDICT_COLUMN]
     return f'<span class="agree-{s.split()[0]}">{s}</span>'
 
 
@@ -426,17 +381,15 @@ def _get(row, col, default=None):
 
 def _load_table(root: Path, key: str):
     """``(table, relative path, None)``, or ``(None, relative path, html note)`` when the table is
-    missing, unreadable or empty."""
+    missing, unreadable or empty (see :func:`headline_table`)."""
     rel = SOURCES[key][0]
-    try:
-        df = _read_csv(root / rel)
-    except Exception as exc:  # noqa: BLE001 - a broken file becomes a note, never a crash
-        return None, rel, _error_note(rel, exc)
-    if df is None:
+    df, problem = headline_table(root, key)
+    if problem == "missing":
         return None, rel, _missing_note(root, key)
-    df = drop_absent_comparisons(root, df)
-    if df.empty:
+    if problem == "empty":
         return None, rel, f'<p class="missing"><code>{_esc(rel)}</code> has no rows.</p>'
+    if problem is not None:
+        return None, rel, _error_note(rel, problem)
     return df, rel, None
 
 
@@ -488,16 +441,19 @@ def unique_section(root: Path) -> str:
             f'<a href="../{_href(rel)}"><code>{_esc(rel)}</code></a>.</p>' + _html_table(header, rows))
 
 
+_ACCURACY_LABELS = {"family": ("family", 0), "variant": ("variant", 0), "benchmark": ("benchmark", 0),
+                    "n_problems": ("problems", 0), "M": ("M", 0), "accuracy": ("accuracy", 3),
+                    "pass_at_1": ("pass@1", 3), "pass_at_M": ("pass@M", 3), "truncation_rate": ("truncated", 3),
+                    "mean_tokens": ("mean tokens", 1)}
+"""The header and decimals of each column of :func:`rlsft.headline.accuracy_table` (0: as is)."""
+
+
 def summary_section(root: Path) -> str:
     df, rel, note = _load_table(root, "summary")
     if note is not None:
         return note
-    df = _variant_order(df)
-    cols = [("family", "family", 0), ("variant", "variant", 0), ("benchmark", "benchmark", 0),
-            ("n_problems", "problems", 0), ("M", "M", 0), ("accuracy", "accuracy", 3),
-            ("pass_at_1", "pass@1", 3), ("pass_at_M", "pass@M", 3), ("truncation_rate", "truncated", 3),
-            ("mean_tokens", "mean tokens", 1)]
-    cols = [c for c in cols if c[0] in df.columns]
+    df = H.accuracy_table(df)
+    cols = [(c, *_ACCURACY_LABELS[c]) for c in df.columns]
     if "family" in df.columns and df["family"].nunique() <= 1:
         cols = [c for c in cols if c[0] != "family"]
     rows = [[_esc(fmt_num(r[c], d)) if d else _esc(fmt_num(r[c])) for c, _, d in cols] for _, r in df.iterrows()]
@@ -727,83 +683,77 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _md_provenance(root: Path) -> str:
+    recs = _stage_records(load_manifest(root))
+    if not recs:
+        return f"Profile `{root.name}`: no `manifest.json` yet."
+    finished = max(str(r.get("finished_at", "")) for _, r in recs)
+    commits = sorted({_short_commit(r.get("git_commit")) for _, r in recs})
+    seeds = sorted({str(r.get("seed")) for _, r in recs if r.get("seed") is not None})
+    return (f"Profile `{root.name}`, seed {', '.join(seeds) or '?'}, git `{', '.join(commits)}`, "
+            f"last stage finished {finished}. Report: `results/{root.name}/report/index.html`.")
+
+
+def _md_read(root: Path, key: str):
+    """``(table, None)`` or ``(None, the markdown note saying why there is none)``."""
+    src = f"results/{root.name}/{SOURCES[key][0]}"
+    df, problem = headline_table(root, key)
+    if isinstance(problem, Exception):
+        return None, f"(could not read `{src}`: {problem})"
+    if problem is not None:
+        return None, f"({NOT_COMPUTED}: `{src}`)"
+    return df, None
+
+
+def _md_decay(df, src: str) -> str:
+    multi = "family" in df.columns and df["family"].nunique() > 1
+    rows = [([str(_get(r, "family", ""))] if multi else []) + [
+        str(_get(r, "metric", "")), str(_get(r, "comparison", "")), fmt_num(_get(r, "ratio")),
+        fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")), fmt_num(_get(r, "paper_value"), paper=True),
+        r[H.VERDICT_COLUMN]] for _, r in df.iterrows()]
+    return _md_table((["family"] if multi else []) + ["metric", "comparison", "ratio", "95% CI", "paper",
+                                                      "direction as paper"], rows)
+
+
+def _md_unique(df, src: str) -> str:
+    multi = "family" in df.columns and df["family"].nunique() > 1
+    rows = [([str(_get(r, "family", ""))] if multi else []) + [
+        str(_get(r, "benchmark", "")), str(_get(r, "quantity", "")), str(_get(r, "comparison", "")),
+        fmt_num(_get(r, "ratio")), fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")),
+        str(_get(r, "direction_expected", "")), r[H.VERDICT_COLUMN]] for _, r in df.iterrows()]
+    return _md_table((["family"] if multi else []) + ["benchmark", "quantity", "comparison", "ratio",
+                                                      "95% CI", "expected", "direction as paper"], rows)
+
+
+def _md_pass_at_1(df, src: str) -> str:
+    if not set(H.PASS_AT_1_COLUMNS) <= set(df.columns):
+        return f"(`{src}` lacks the columns variant, benchmark, pass_at_1)"
+    table = H.pass_at_1_table(df)
+    multi = len(dict.fromkeys(table["family"])) > 1
+    benches = list(table.columns[2:])
+    rows = [([str(r["family"])] if multi else []) + [str(r["variant"])] + [fmt_num(r[b], 3) for b in benches]
+            for _, r in table.iterrows()]
+    return _md_table((["family"] if multi else []) + ["variant"] + benches, rows)
+
+
+_MD_INTROS = {
+    "decay": "**Decay-rate ratios** (median β after / before, 95% bootstrap CI; the paper: RL/Base ≈ 2.5, "
+             "SFT/Base ≈ 1/3), from `{src}`:",
+    "unique": "**Unique-trajectory ratios** (mean unique trajectories per problem, after / before, 95% CI; "
+              "expected: RL/Base incorrect down, SFT/Base correct up), from `{src}`:",
+    "summary": "**pass@1 per variant**, from `{src}`:",
+}
+
+
 def readme_block(root: Path) -> str:
     """The headline numbers of ``root`` (``results/<profile>``) as a markdown block."""
     root = Path(root)
-    man = load_manifest(root)
-    out = []
-    recs = _stage_records(man)
-    if recs:
-        finished = max(str(r.get("finished_at", "")) for _, r in recs)
-        commits = sorted({_short_commit(r.get("git_commit")) for _, r in recs})
-        seeds = sorted({str(r.get("seed")) for _, r in recs if r.get("seed") is not None})
-        out.append(f"Profile `{root.name}`, seed {', '.join(seeds) or '?'}, git `{', '.join(commits)}`, "
-                   f"last stage finished {finished}. Report: `results/{root.name}/report/index.html`.")
-    else:
-        out.append(f"Profile `{root.name}`: no `manifest.json` yet.")
-
-    def src(key):
-        return f"results/{root.name}/{SOURCES[key][0]}"
-
-    def read(key):
-        rel = SOURCES[key][0]
-        try:
-            df = _read_csv(root / rel)
-        except Exception as exc:  # noqa: BLE001
-            return None, f"(could not read `{src(key)}`: {exc})"
-        df = drop_absent_comparisons(root, df)
-        if df is None or df.empty:
-            return None, f"({NOT_COMPUTED}: `{src(key)}`)"
-        return df, None
-
-    df, err = read("decay")
-    out.append("**Decay-rate ratios** (median β after / before, 95% bootstrap CI; the paper: RL/Base ≈ 2.5, "
-               f"SFT/Base ≈ 1/3), from `{src('decay')}`:")
-    if err:
-        out.append(err)
-    else:
-        multi = "family" in df.columns and df["family"].nunique() > 1
-        rows = [([str(_get(r, "family", ""))] if multi else []) + [
-            str(_get(r, "metric", "")), str(_get(r, "comparison", "")), fmt_num(_get(r, "ratio")),
-            fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")), fmt_num(_get(r, "paper_value"), paper=True),
-            fmt_direction(r)] for _, r in df.iterrows()]
-        out.append(_md_table((["family"] if multi else []) + ["metric", "comparison", "ratio", "95% CI", "paper",
-                                                              "direction as paper"], rows))
-
-    df, err = read("unique")
-    out.append("**Unique-trajectory ratios** (mean unique trajectories per problem, after / before, 95% CI; "
-               f"expected: RL/Base incorrect down, SFT/Base correct up), from `{src('unique')}`:")
-    if err:
-        out.append(err)
-    else:
-        multi = "family" in df.columns and df["family"].nunique() > 1
-        rows = [([str(_get(r, "family", ""))] if multi else []) + [
-            str(_get(r, "benchmark", "")), str(_get(r, "quantity", "")), str(_get(r, "comparison", "")),
-            fmt_num(_get(r, "ratio")), fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")),
-            str(_get(r, "direction_expected", "")), fmt_direction(r)] for _, r in df.iterrows()]
-        out.append(_md_table((["family"] if multi else []) + ["benchmark", "quantity", "comparison", "ratio",
-                                                              "95% CI", "expected", "direction as paper"], rows))
-
-    df, err = read("summary")
-    out.append(f"**pass@1 per variant**, from `{src('summary')}`:")
-    if err:
-        out.append(err)
-    elif not {"variant", "benchmark", "pass_at_1"} <= set(df.columns):
-        out.append(f"(`{src('summary')}` lacks the columns variant, benchmark, pass_at_1)")
-    else:
-        df = _variant_order(df)
-        fams = list(dict.fromkeys(df["family"])) if "family" in df.columns else [None]
-        benches = list(dict.fromkeys(sorted(map(str, df["benchmark"]))))
-        rows = []
-        for fam in fams:
-            sub = df if fam is None else df[df["family"] == fam]
-            for v in dict.fromkeys(sub["variant"]):
-                cells = []
-                for b in benches:
-                    hit = sub[(sub["variant"] == v) & (sub["benchmark"].astype(str) == b)]["pass_at_1"]
-                    cells.append(fmt_num(float(hit.iloc[0]), 3) if len(hit) else "—")
-                rows.append(([str(fam)] if len(fams) > 1 else []) + [str(v)] + cells)
-        out.append(_md_table((["family"] if len(fams) > 1 else []) + ["variant"] + benches, rows))
+    out = [_md_provenance(root)]
+    for key, render in (("decay", _md_decay), ("unique", _md_unique), ("summary", _md_pass_at_1)):
+        src = f"results/{root.name}/{SOURCES[key][0]}"
+        out.append(_MD_INTROS[key].format(src=src))
+        df, err = _md_read(root, key)
+        out.append(err if err else render(df, src))
     return "\n\n".join(out) + "\n"
 
 

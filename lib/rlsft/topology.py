@@ -44,6 +44,7 @@ from scipy import linalg as sla
 from scipy import stats
 from scipy.sparse import csgraph
 from scipy.sparse import linalg as spla
+from tqdm import tqdm
 
 from rlsft import COMPARISONS, VARIANTS
 
@@ -438,8 +439,6 @@ def _check_graphs(graphs: Mapping) -> None:
 
 
 def _progress(items, desc: str, progress: bool):
-    from tqdm import tqdm
-
     return tqdm(items, desc=desc, disable=not progress, total=len(items))
 
 

@@ -11,10 +11,11 @@ number of *unique* correct (incorrect) trajectories is the number of UPGMA clust
 2. :func:`symmetrize` ``s = (C + C.T) / 2`` and :func:`distance_matrix` ``d = 1 - s / 100``.
 3. :func:`count_unique`: ``linkage(squareform(d), "average")`` (UPGMA) and
    ``fcluster(Z, t=1 - 60/100, criterion="distance")``; the number of flat clusters.
-4. :func:`unique_trajectories` (the pipeline stage, cached), :func:`cluster_labels` (per-sample
-   cluster ids for the notebooks), :func:`summarise_unique` (means over problems with bootstrap
-   CIs, Fig. 2) and :func:`unique_ratios` (RL/Base, SFT/Base, SFT+RL/SFT with paired bootstrap CIs,
-   §5.3 H1-H3).
+4. :func:`unique_trajectories` (cached chrF matrices), :func:`cluster_labels` (per-sample
+   cluster ids), :func:`cluster_examples` and :func:`mean_diversity` (squeezing or collapse?),
+   :func:`summarise_unique` (means over problems with bootstrap CIs, Fig. 2) and
+   :func:`unique_ratios` (RL/Base, SFT/Base, SFT+RL/SFT with paired bootstrap CIs, §5.3 H1-H3).
+   Stage ``trajectories`` (:mod:`rlsft.stages.trajectories`) runs them and writes the tables.
 
 How :func:`chrf_matrix` is fast and exact
 -----------------------------------------
@@ -55,14 +56,22 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from joblib import Parallel, delayed
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+from tqdm.auto import tqdm
 
-from . import COMPARISONS, VARIANTS
-from .io import save_npy, sha256_text
+from rlsft import COMPARISONS, VARIANTS
+from rlsft.io import save_npy, sha256_text
 
 log = logging.getLogger(__name__)
 
 GROUP_KEYS = ("family", "variant", "benchmark", "problem")
-SAMPLE_COLUMNS = ("family", "variant", "benchmark", "problem", "sample", "correct")
+TRAJECTORY_INPUT_COLUMNS = ("family", "variant", "benchmark", "problem", "sample", "correct")
+"""The columns of ``samples`` this module needs (besides the text column); also the key columns of
+:func:`cluster_labels`."""
 QUANTITY = {("RL", "Base"): "unique_incorrect", ("SFT", "Base"): "unique_correct",
             ("SFT+RL", "SFT"): "unique_incorrect"}
 """Which count each training step is judged on (§5.3): RL squeezes incorrect, SFT expands correct."""
@@ -140,8 +149,6 @@ def _remove_punctuation(sent: str) -> list[str]:
 
 def _word_symbols(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Token ids 1..A of sacrebleu's chrF++ words, concatenated; and token counts per text."""
-    import pandas as pd
-
     toks = [_remove_punctuation(t) for t in texts]
     lens = np.fromiter((len(x) for x in toks), dtype=np.int64, count=len(toks))
     flat = [w for x in toks for w in x]
@@ -215,8 +222,6 @@ def _pair_intersections(K: np.ndarray, M: int, tbits: int, dense_min: int = _DEN
     >>> _pair_intersections(K, 3, 2)[[0, 0, 1], [1, 2, 2]].tolist()
     [1, 0, 1]
     """
-    import scipy.sparse as sp
-
     out = np.zeros((M, M), dtype=np.float64)
     if K.size < 2:
         return out.astype(np.int64)
@@ -369,8 +374,6 @@ def chrf_matrices(text_lists: Iterable[Sequence[str]], char_order: int = 6, word
     text_lists = [_check_texts(t) for t in text_lists]
     if n_jobs == 1 or len(text_lists) <= 1:
         return [chrf_matrix(t, char_order, word_order, beta) for t in text_lists]
-    from joblib import Parallel, delayed
-
     return Parallel(n_jobs=n_jobs)(delayed(chrf_matrix)(t, char_order, word_order, beta) for t in text_lists)
 
 
@@ -433,9 +436,6 @@ def count_unique(texts: Sequence[str] | None = None, threshold: float = 60.0, *,
     >>> count_unique(["x = 1 + 2 = 3", "x = 1 + 2 = 3.", "completely different words here"])
     2
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import squareform
-
     if not isinstance(threshold, (int, float, np.integer, np.floating)) or isinstance(threshold, bool) \
             or not 0 <= threshold <= 100:
         raise ValueError(f"threshold must be a chrF similarity in [0, 100], got {threshold!r}")
@@ -459,7 +459,7 @@ def count_unique(texts: Sequence[str] | None = None, threshold: float = 60.0, *,
 
 
 # --------------------------------------------------------------------------------------------------
-# The stage: unique trajectories per (family, variant, benchmark, problem)
+# Unique trajectories per (family, variant, benchmark, problem)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -496,11 +496,9 @@ def cached_chrf_matrix(texts: Sequence[str], cache_dir, char_order: int = 6, wor
 
 
 def _check_samples(samples, text_column: str):
-    import pandas as pd
-
     if not isinstance(samples, pd.DataFrame):
         raise ValueError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
-    need = list(SAMPLE_COLUMNS) + [text_column]
+    need = list(TRAJECTORY_INPUT_COLUMNS) + [text_column]
     missing = [c for c in need if c not in samples.columns]
     if missing:
         raise ValueError(f"samples lacks columns {missing}; expected {need}")
@@ -528,8 +526,6 @@ def _group_matrices(samples, cache_dir, n_jobs: int, text_column: str, char_orde
                     beta: float, progress: bool, desc: str):
     """Yield (key, group frame sorted by sample, chrF matrix); missing matrices are computed first
     (``n_jobs`` groups in parallel) and cached, then every group is read back one at a time."""
-    from tqdm.auto import tqdm
-
     _check_orders(char_order, word_order, beta)
     d = _check_samples(samples, text_column)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -549,8 +545,6 @@ def _group_matrices(samples, cache_dir, n_jobs: int, text_column: str, char_orde
                 _compute_to_cache(texts, cache_dir, char_order, word_order, beta)
                 bar.update()
         else:
-            from joblib import Parallel, delayed
-
             jobs = (delayed(_compute_to_cache)(t, cache_dir, char_order, word_order, beta) for t in todo)
             for _ in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
                 bar.update()
@@ -570,8 +564,6 @@ def unique_trajectories(samples, cache_dir, threshold: float = 60.0, n_jobs: int
     n_correct, n_incorrect, unique_correct, unique_incorrect, diversity_correct
     (= unique_correct / n_correct, NaN when n_correct = 0), diversity_incorrect.
     """
-    import pandas as pd
-
     rows = []
     for key, g, C in _group_matrices(samples, cache_dir, n_jobs, text_column, char_order, word_order, beta,
                                      progress, "unique_trajectories"):
@@ -602,8 +594,6 @@ def cluster_labels(samples, cache_dir, threshold: float = 60.0, n_jobs: int = 1,
     (0..k-1 within its group and correctness, in order of first appearance by sample),
     cluster_size; so a notebook can print one example per cluster.
     """
-    import pandas as pd
-
     parts = []
     for key, g, C in _group_matrices(samples, cache_dir, n_jobs, text_column, char_order, word_order, beta,
                                      progress, "cluster_labels"):
@@ -613,16 +603,67 @@ def cluster_labels(samples, cache_dir, threshold: float = 60.0, n_jobs: int = 1,
             idx = np.flatnonzero(sel)
             if idx.size:
                 labels[idx] = count_unique(chrf=C[np.ix_(idx, idx)], threshold=threshold, return_labels=True)[1]
-        part = g[list(SAMPLE_COLUMNS)].copy()
+        part = g[list(TRAJECTORY_INPUT_COLUMNS)].copy()
         part["problem"] = g["_problem_in"].to_numpy()
         part["cluster"] = labels
         parts.append(part)
-    cols = list(SAMPLE_COLUMNS) + ["cluster", "cluster_size"]
+    cols = list(TRAJECTORY_INPUT_COLUMNS) + ["cluster", "cluster_size"]
     if not parts:
         return pd.DataFrame(columns=cols)
     out = pd.concat(parts, ignore_index=True)
     out["cluster_size"] = out.groupby(list(GROUP_KEYS) + ["correct", "cluster"])["sample"].transform("size")
     return out[cols]
+
+
+EXAMPLE_COLUMNS = ("family", "benchmark", "problem", "variant", "correct", "n_samples", "n_clusters", "cluster",
+                   "cluster_size", "text")
+
+
+def cluster_examples(labels, samples, n_largest: int = 2, text_column: str = "text"):
+    """One example text of each of the ``n_largest`` largest clusters, per variant (in ``VARIANTS``
+    order) and correctness (incorrect first), for the first (family, benchmark, problem) of
+    ``samples``: what a notebook prints to tell squeezing from collapse.
+
+    ``labels``: :func:`cluster_labels` of ``samples``. Columns: ``EXAMPLE_COLUMNS`` (n_samples and
+    n_clusters count the samples and clusters of the variant's correct or incorrect set).
+
+    >>> s = pd.DataFrame({"family": "f", "variant": "RL", "benchmark": "b", "problem": "p", "sample": [0, 1, 2],
+    ...                   "correct": False, "text": ["a", "a.", "b"]})
+    >>> lab = s[["family", "variant", "benchmark", "problem", "sample", "correct"]].assign(cluster=[0, 0, 1])
+    >>> cluster_examples(lab, s)[["variant", "n_samples", "n_clusters", "cluster", "cluster_size", "text"]].values.tolist()
+    [['RL', 3, 2, 0, 2, 'a'], ['RL', 3, 2, 1, 1, 'b']]
+    """
+    if samples.empty:
+        return pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    keys = ["family", "variant", "benchmark", "problem", "sample"]
+    first = samples[["family", "benchmark", "problem"]].iloc[0]
+    sel = labels[(labels["family"] == first["family"]) & (labels["benchmark"] == first["benchmark"])
+                 & (labels["problem"] == first["problem"])]
+    sel = sel.merge(samples[keys + [text_column]], on=keys)
+    rows = []
+    for v in VARIANTS:
+        for ok in (False, True):
+            part = sel[(sel["variant"] == v) & (sel["correct"] == ok)]
+            if part.empty:
+                continue
+            sizes = part["cluster"].value_counts()
+            for c in sizes.index[:n_largest]:
+                rows.append((first["family"], first["benchmark"], first["problem"], v, ok, len(part), len(sizes),
+                             int(c), int(sizes[c]), part[part["cluster"] == c][text_column].iloc[0]))
+    return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+
+
+def mean_diversity(table):
+    """Mean per-problem diversity (unique / count) of correct and incorrect trajectories per
+    (family, variant), the variants in ``VARIANTS`` order (low diversity: the model repeats itself).
+
+    >>> t = pd.DataFrame({"family": "f", "variant": ["SFT", "Base", "Base"], "diversity_correct": [0.5, 0.2, 0.4],
+    ...                   "diversity_incorrect": [1.0, 0.5, float("nan")]})
+    >>> mean_diversity(t).round(2).values.tolist()
+    [[0.3, 0.5], [0.5, 1.0]]
+    """
+    div = table.groupby(["family", "variant"], observed=True)[["diversity_correct", "diversity_incorrect"]].mean()
+    return div.reindex(VARIANTS, level="variant")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -668,8 +709,6 @@ def summarise_unique(table, n_boot: int = 1000, seed: int = 0):
     >>> summarise_unique(t, n_boot=200)[["n_problems", "unique_correct", "unique_incorrect"]].values.tolist()
     [[2.0, 3.0, 15.0]]
     """
-    import pandas as pd
-
     d = _check_table(table, n_boot)
     rows = []
     keys = ["family", "variant", "benchmark"]
@@ -705,8 +744,6 @@ def unique_ratios(table, n_boot: int = 1000, seed: int = 0,
     side of 1; NA without a ratio), n_problems, mean_after, mean_before. A comparison whose variants
     are missing for a (family, benchmark) is skipped.
     """
-    import pandas as pd
-
     d = _check_table(table, n_boot)
     for comp in comparisons:
         if comp not in QUANTITY:
