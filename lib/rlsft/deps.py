@@ -74,13 +74,20 @@ def _module_imports(name: str, path: str, mtime_ns: int, size: int) -> frozenset
     return frozenset(imported_modules(Path(path).read_text(), name))
 
 
+REGISTRY = "rlsft.registry"
+"""Imports every stage module; a notebook imports it only for ``open_stage``, so the closure takes
+the registry's own code but not the other stages behind it."""
+
+
 def closure(roots: set[str] | list[str], source: str | None = None, source_module: str = "rlsft.__main__"
             ) -> tuple[str, ...]:
     """Every ``rlsft`` module reachable from ``roots`` (and from ``source``, e.g. a notebook's code),
-    sorted.
+    sorted. Through :data:`REGISTRY` it follows everything but the stage modules.
 
     >>> "rlsft.io" in closure(["rlsft.store"])
     True
+    >>> "rlsft.stages.topology" in closure(["rlsft.registry"])
+    False
     """
     todo = set(roots)
     if source is not None:
@@ -94,5 +101,8 @@ def closure(roots: set[str] | list[str], source: str | None = None, source_modul
         f = module_file(name)
         if f is not None:
             st = f.stat()
-            todo |= set(_module_imports(name, str(f), st.st_mtime_ns, st.st_size)) - seen
+            found = set(_module_imports(name, str(f), st.st_mtime_ns, st.st_size))
+            if name == REGISTRY:
+                found = {m for m in found if not m.startswith("rlsft.stages.")}
+            todo |= found - seen
     return tuple(sorted(seen))
