@@ -7,7 +7,7 @@ module a stage uses reruns that stage, and editing one it does not use does not.
 >>> sorted(imported_modules("from rlsft import io, VARIANTS\\nimport numpy", "rlsft.stages.x"))
 ['rlsft', 'rlsft.io']
 >>> sorted(imported_modules("from . import graphs", "rlsft.stages.x"))
-['rlsft.stages', 'rlsft.stages.graphs']
+['rlsft', 'rlsft.stages', 'rlsft.stages.graphs']
 """
 from __future__ import annotations
 
