@@ -44,9 +44,9 @@ from scipy import linalg as sla
 from scipy import stats
 from scipy.sparse import csgraph
 from scipy.sparse import linalg as spla
-from tqdm import tqdm
 
 from rlsft import COMPARISONS, VARIANTS
+from rlsft.progress import bar as tqdm
 
 log = logging.getLogger(__name__)
 

@@ -61,10 +61,10 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
-from tqdm.auto import tqdm
 
 from rlsft import COMPARISONS, VARIANTS
 from rlsft.io import save_npy, sha256_text
+from rlsft.progress import bar as tqdm
 
 log = logging.getLogger(__name__)
 
