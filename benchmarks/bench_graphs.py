@@ -5,7 +5,7 @@
    200 / 1000 / 2000 nodes (the paper's K = 2000 is the upper end). Also checks that they agree to
    1e-9. Writes ``results/benchmarks/betweenness.csv``.
 2. Embedding: all-MiniLM-L6-v2 on a list of repeated step strings, encoding every string vs
-   ``rlsft.steps.embed_unique`` (each distinct string once), plus the cached rerun. Writes
+   ``rlsft.embedders.embed_unique`` (each distinct string once), plus the cached rerun. Writes
    ``results/benchmarks/embedding.csv``.
 
 Usage::
@@ -64,7 +64,7 @@ def bench_embedding(n_texts: int, n_distinct: int, seed: int, batch_size: int):
     import numpy as np
     import pandas as pd
 
-    from rlsft.steps import embed_unique, get_embedder
+    from rlsft.embedders import embed_unique, get_embedder
 
     rng = np.random.default_rng(seed)
     places = ["amber", "birch", "cedar", "delta", "ember", "fjord", "grove", "harbor", "island", "jasper"]

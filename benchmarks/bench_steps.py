@@ -17,7 +17,7 @@ includes the corpus and everything still held from earlier stages. Stages: segme
 (cold cache: every distinct step encoded), k-means, graphs, metrics/decay, write (the saved
 tables); ``embed (warm)`` is a second pass over the groups served from the cache.
 
-- ``new``: ``rlsft.graphs.step_analysis`` (streamed per group, float32, cache shards);
+- ``new``: ``rlsft.stages.graphs.step_analysis`` (streamed per group, float32, cache shards);
 - ``old``: the code before streaming (``benchmarks/steps_reference.py``), as notebook 40 ran it:
   the whole table at once, float64 ``KMeans(n_init=10)``, graphs and metrics built twice.
 
@@ -172,17 +172,18 @@ class StageMeter:
 
 def _embedder(args):
     if args.real_embedder:
-        from rlsft.steps import get_embedder
+        from rlsft.embedders import get_embedder
 
         return get_embedder("all-MiniLM-L6-v2")
     return HashEmbedder(args.dim)
 
 
 def run_new(args, samples, tmp: Path, meter: StageMeter) -> dict:
-    from rlsft import graphs as G
     from rlsft import io as rio
     from rlsft import steps as S
+    from rlsft.stages import graphs as G
 
+    # wrapped where they are called: the step table's pieces in rlsft.steps, the rest in the stage module
     for owner, name, stage in [(S, "segment_samples", "segment"), (S, "embed_texts", "embed+cache"),
                                (S, "cluster_steps", "k-means"), (G, "graphs_from_steps", "graphs"),
                                (G, "graph_tables", "graphs"), (G, "graph_metrics", "metrics/decay"),

@@ -13,11 +13,14 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import networkx as nx
 import numpy as np
 
 from rlsft import io as rio
-from rlsft.graphs import GRAPH_KEY, GRAPH_KEYS, build_graph, decay_rate, node_metrics, paths_from_steps, sparsify_topk
-from rlsft.steps import STEP_COLUMNS, _group_cols, _slug, centroids_for, get_embedder, segment_samples  # noqa: F401
+from rlsft.embedders import _slug, get_embedder
+from rlsft.graphs import (GRAPH_KEY, GRAPH_KEYS, build_graph, centroids_for, decay_rate, node_metrics,
+                          paths_from_steps, sparsify_topk)
+from rlsft.steps import STEP_COLUMNS, _group_cols, segment_samples
 
 log = logging.getLogger("steps_reference")
 

@@ -1,4 +1,5 @@
-"""Tests of rlsft.graphs: paths, graphs, node metrics, decay rates and ratios."""
+"""Tests of rlsft.graphs (paths, graphs, node metrics, decay rates and ratios) and of the stages that
+run them: graphs (streamed step analysis, seed spread), fig_decay, ablations and fig_ablations."""
 from __future__ import annotations
 
 import math
@@ -10,21 +11,36 @@ import pandas as pd
 import pytest
 
 from rlsft import VARIANTS
+from rlsft import embedders as E
+from rlsft.embedders import get_embedder
 from rlsft.graphs import (
     betweenness,
     build_graph,
     decay_rate,
     decay_ratios,
-    decay_table,
+    decay_table_from_graphs,
     degree,
     geomean_ratios,
+    graph_tables,
+    graphs_from_steps,
+    node_metric_table,
     paths_from_steps,
-    seed_spread,
     sparsify_topk,
     summarize_seed_spread,
     visitation,
 )
-from rlsft.steps import get_embedder, step_table
+from rlsft.stages import graphs as SG
+from rlsft.stages.ablations import (
+    NA_TOPK_FREQUENCY,
+    STATUS_COMPUTED,
+    ablation_ratios,
+    ablation_settings,
+    mark_na,
+    topk_decay_from_saved,
+    topk_na_reason,
+)
+from rlsft.stages.graphs import CLUSTERING_COLUMNS, ParquetStream, seed_spread, step_analysis
+from rlsft.steps import cluster_group, embedded_groups
 
 # ---------------------------------------------------------------------------------------- decay rate
 
@@ -146,12 +162,28 @@ def _toy_samples(n_samples=8, seed=0):
     return pd.DataFrame(rows)
 
 
+def step_table(samples, embedder, cache_dir, k, seed=0):
+    """The whole step table at once, each group clustered as stage ``graphs`` clusters it:
+    ``(steps, centroids by group key)``."""
+    parts, centroids = [], {}
+    for group in embedded_groups(samples, None, embedder, cache_dir, progress=False):
+        steps, C, _ = cluster_group(group, k=k, seed=seed)
+        parts.append(steps)
+        centroids[group.key] = C
+    return pd.concat(parts, ignore_index=True), centroids
+
+
+def decay_table(steps_df, centroids, sparsify_k=None):
+    """The decay rates of a whole step table's graphs."""
+    return decay_table_from_graphs(graphs_from_steps(steps_df, centroids, sparsify_k))
+
+
 def test_step_graphs_identical_across_seeded_runs(tmp_path):
     emb = get_embedder("tfidf-char", dim=8)
     runs = []
     for _ in range(2):
-        df, C = step_table(_toy_samples(), None, emb, tmp_path, k=6, seed=3, progress=False)
-        dec = decay_table(df, C, progress=False)
+        df, C = step_table(_toy_samples(), emb, tmp_path, k=6, seed=3)
+        dec = decay_table(df, C)
         runs.append((df, C, dec))
     pd.testing.assert_frame_equal(runs[0][2], runs[1][2])
     pd.testing.assert_frame_equal(runs[0][0], runs[1][0])
@@ -159,10 +191,10 @@ def test_step_graphs_identical_across_seeded_runs(tmp_path):
     assert set(dec["metric"]) == {"frequency", "degree", "betweenness"}
     assert len(dec) == 4 * 3 * 3
     assert (dec["n_nodes"] <= dec["n_graph_nodes"]).all()
-    sp = decay_table(runs[0][0], runs[0][1], sparsify_k=1, progress=False)
+    sp = decay_table(runs[0][0], runs[0][1], sparsify_k=1)
     assert (sp["n_edges"] <= sp["n_graph_nodes"]).all()
     with pytest.raises(ValueError, match="centroids"):
-        decay_table(runs[0][0], None, sparsify_k=2, progress=False)
+        decay_table(runs[0][0], None, sparsify_k=2)
 
 
 def _synthetic_decay(betas: dict, n_problems=5, nan_for=None):
@@ -254,13 +286,11 @@ class _FakeEmbedder:
 
 def _whole_table_outputs(samples, emb, cache, k, seed, sparsify_k=None):
     """What notebook 40 wrote before streaming: the whole table, then graphs, tables and decay."""
-    from rlsft.graphs import graph_tables, graphs_from_steps, node_metric_table
-
-    df, C = step_table(samples, None, emb, cache, k=k, seed=seed, progress=False)
+    df, C = step_table(samples, emb, cache, k=k, seed=seed)
     graphs = graphs_from_steps(df, C, sparsify_k=sparsify_k)
     nodes, edges = graph_tables(graphs)
     return {"steps": df, "nodes": nodes, "edges": edges, "node_metrics": node_metric_table(graphs),
-            "decay": decay_table(df, C, sparsify_k=sparsify_k, progress=False)}
+            "decay": decay_table(df, C, sparsify_k=sparsify_k)}
 
 
 def _sorted(df):
@@ -269,8 +299,6 @@ def _sorted(df):
 
 @pytest.mark.parametrize("sparsify_k", [None, 2])
 def test_streaming_equals_whole_table(tmp_path, sparsify_k):
-    from rlsft.graphs import CLUSTERING_COLUMNS, step_analysis
-
     samples = _toy_samples()
     emb = _FakeEmbedder()
     want = _whole_table_outputs(samples, emb, tmp_path / "cache", k=5, seed=3, sparsify_k=sparsify_k)
@@ -298,21 +326,18 @@ def test_streaming_equals_whole_table(tmp_path, sparsify_k):
 def test_streaming_rerun_encodes_nothing_and_keeps_one_group(tmp_path):
     import weakref
 
-    from rlsft import steps as S
-    from rlsft.graphs import step_analysis
-
     samples = _toy_samples()
     emb = _FakeEmbedder()
     first = step_analysis(samples, None, emb, tmp_path / "c", k=4, out_dir=tmp_path / "o", progress=False)
     assert first.clustering["n_encoded"].sum() == emb.n_encoded > 0
-    S._CACHES.clear()
+    E._CACHES.clear()
     emb2 = _FakeEmbedder()
     again = step_analysis(samples, None, emb2, tmp_path / "c", k=4, progress=False)
     assert emb2.n_encoded == 0 and (again.clustering["n_encoded"] == 0).all()
     pd.testing.assert_frame_equal(again.decay, first.decay)
     # one group in memory at a time: a group's embeddings are freed once the next is produced
     refs = []
-    for group in S.embedded_groups(samples, None, emb2, tmp_path / "c", progress=False):
+    for group in embedded_groups(samples, None, emb2, tmp_path / "c", progress=False):
         assert group.embeddings.dtype == np.float32
         assert all(r() is None for r in refs)
         refs.append(weakref.ref(group.embeddings))
@@ -321,8 +346,6 @@ def test_streaming_rerun_encodes_nothing_and_keeps_one_group(tmp_path):
 
 
 def test_parquet_stream_is_atomic(tmp_path):
-    from rlsft.graphs import ParquetStream
-
     path = tmp_path / "t.parquet"
     pd.DataFrame({"a": [9]}).to_parquet(path)
     with pytest.raises(RuntimeError):
@@ -336,21 +359,18 @@ def test_parquet_stream_is_atomic(tmp_path):
 
 
 def test_seed_spread_reuses_the_main_seed(tmp_path, monkeypatch):
-    from rlsft import steps as S
-    from rlsft.graphs import step_analysis
-
     samples = _toy_samples()
     emb = get_embedder("tfidf-char", dim=8)
     main = step_analysis(samples, None, emb, tmp_path, k=5, seed=0, progress=False)
     full = seed_spread(samples, None, emb, tmp_path, k=5, seeds=(0, 1), progress=False)
     seen = []
-    real = S.cluster_group
+    real = SG.cluster_group
 
     def counting(group, k, seed=0, **kw):
         seen.append(seed)
         return real(group, k, seed=seed, **kw)
 
-    monkeypatch.setattr(S, "cluster_group", counting)
+    monkeypatch.setattr(SG, "cluster_group", counting)
     reused = seed_spread(samples, None, emb, tmp_path, k=5, seeds=(0, 1), progress=False, reuse={0: main.decay})
     assert seen == [1, 1, 1]  # seed 1 once per group; seed 0 never clustered again
     pd.testing.assert_frame_equal(reused, full)
@@ -363,26 +383,21 @@ def test_seed_spread_reuses_the_main_seed(tmp_path, monkeypatch):
 
 
 def test_topk_from_saved_edges_equals_recomputed(tmp_path):
-    from rlsft.graphs import step_analysis, topk_decay_from_saved
-
     samples = _toy_samples()
     emb = _FakeEmbedder()
     step_analysis(samples, None, emb, tmp_path / "c", k=6, seed=1, out_dir=tmp_path / "g", progress=False)
-    df, C = step_table(samples, None, emb, tmp_path / "c", k=6, seed=1, progress=False)
+    df, C = step_table(samples, emb, tmp_path / "c", k=6, seed=1)
     for k in (1, 2, 50):
         got, outdeg = topk_decay_from_saved(tmp_path / "g", k, progress=False)
-        want = decay_table(df, C, sparsify_k=k, progress=False)
+        want = decay_table(df, C, sparsify_k=k)
         pd.testing.assert_frame_equal(got, want)
         assert len(outdeg) == 12 and (outdeg["n_nodes_over_k"] >= 0).all()
     assert (outdeg["n_nodes_over_k"] == 0).all()  # k = 50: no node loses an edge
-    unsparse = decay_table(df, C, progress=False)
+    unsparse = decay_table(df, C)
     pd.testing.assert_frame_equal(topk_decay_from_saved(tmp_path / "g", 50, progress=False)[0], unsparse)
 
 
 def test_na_statuses(tmp_path):
-    from rlsft.graphs import (NA_TOPK_FREQUENCY, STATUS_COMPUTED, ablation_ratios, ablation_settings,
-                              mark_na, step_analysis, topk_na_reason)
-
     samples = _toy_samples()
     base = {"embedder": "tfidf-char", "normalize": False, "k": 5, "metric": "euclidean", "sparsify_k": None,
             "scope": "problem"}
@@ -419,3 +434,76 @@ def test_na_statuses(tmp_path):
         mark_na(default, default["metric"] == "degree", "skipped")
     with pytest.raises(ValueError, match="unknown ablation"):
         ablation_settings(base, {"n_clusters": 3})
+
+
+# ---------------------------------------------------------------------------------------- the stages
+
+
+def _ctx(tmp_path, stage: str, profile: dict):
+    from rlsft import registry as R
+    from rlsft.context import Context
+    from rlsft.params import build
+
+    spec = R.get(stage)
+    params = build(spec.params, (profile.get("stages") or {}).get(stage), f"stages.{stage}")
+    return Context(name=stage, profile=profile, params=params, root=tmp_path / profile["name"])
+
+
+def test_stages_run_end_to_end(tmp_path):
+    """graphs -> fig_decay -> ablations -> fig_ablations on the toy corpus, as the notebooks run them;
+    the graphs stage's tables equal the method calls notebook 40 made, and the ablations read stage
+    graphs' parameters from the profile."""
+    from rlsft.stages import ablations, fig_ablations, fig_decay
+
+    samples = _toy_samples()
+    profile = {"name": "toy", "seed": 2, "device": "cpu",
+               "stages": {"graphs": {"embedder": "tfidf-char", "k": 5, "spread_seeds": [2, 0], "n_boot": 20},
+                          "ablations": {"ablations": {"K x0.5": {"k_scale": 0.5}, "top-2 edges": {"sparsify_k": 2},
+                                                      "same": {"k_scale": 1.0}}, "n_boot": 20}}}
+    (tmp_path / "toy" / "samples").mkdir(parents=True)
+    samples.to_parquet(tmp_path / "toy" / "samples" / "all_samples.parquet")
+
+    ctx = _ctx(tmp_path, "graphs", profile)
+    out = SG.run(ctx, ctx.params)
+    for name in ("steps.parquet", "nodes.parquet", "edges.parquet", "node_metrics.parquet", "decay_rates.csv",
+                 "clustering.csv", "decay_ratios.csv", "seed_spread.csv"):
+        assert (ctx.dir / name).is_file(), name
+    seg = SG.segment_settings(ctx.params)
+    want = step_analysis(samples, seg, get_embedder("tfidf-char"), tmp_path / "other-cache", k=5, seed=2,
+                         progress=False)
+    pd.testing.assert_frame_equal(out["decay"], want.decay)
+    pd.testing.assert_frame_equal(out["ratios"], decay_ratios(want.decay, n_boot=20, seed=2))
+    assert out["spread"]["clustering_seed"].unique().tolist() == [2, 0]
+    saved = pd.read_csv(ctx.dir / "seed_spread.csv")
+    assert list(saved.columns) == list(out["spread"].columns)
+    assert np.allclose(saved["ratio"], out["spread"]["ratio"], equal_nan=True)
+    assert (out["spread_summary"]["n_seeds"] == 2).all()
+    assert list((tmp_path / "toy" / ".cache" / "embeddings").iterdir())
+
+    fctx = _ctx(tmp_path, "fig_decay", profile)
+    fig = fig_decay.run(fctx, fig_decay.Params(example=4))
+    assert fig["example"] == ("toy", "bA", "p1") and fig["variants"] == tuple(VARIANTS)
+    assert sorted(k[1] for k in fig["example_graphs"]) == sorted(VARIANTS)
+    head = pd.read_csv(fctx.figures / "headline_decay_ratios.csv")
+    assert len(head) == 9 and {"seed_min", "seed_max"} <= set(head.columns)
+
+    actx = _ctx(tmp_path, "ablations", profile)
+    abl = ablations.run(actx, actx.params)
+    assert abl["base"]["k"] == 5 and abl["base"]["embedder"] == "tfidf-char"
+    settings = __import__("json").loads((actx.dir / "k-x0-5" / "settings.json").read_text())
+    assert settings["k"] == 2 and settings["computed_as"].startswith("re-clustered")
+    summary = pd.read_csv(actx.dir / "summary.csv")
+    assert list(dict.fromkeys(summary["ablation"])) == ["default", "K x0.5", "top-2 edges", "same"]
+    assert summary.loc[summary["ablation"] == "same", "status"].str.startswith("n/a").all()
+    assert not (actx.dir / "same" / "decay_rates.csv").exists()
+    top = summary[(summary["ablation"] == "top-2 edges") & (summary["metric"] == "frequency")]
+    assert (top["status"] == NA_TOPK_FREQUENCY).all()
+    assert abl["topk_share"]["k"].tolist() == [2] and abl["embedder_check"]["unit_vectors"] is False
+    assert abl["runs"]["ablation"].tolist() == ["K x0.5", "top-2 edges", "same"]
+
+    gctx = _ctx(tmp_path, "fig_ablations", profile)
+    agree = fig_ablations.run(gctx, fig_ablations.Params())
+    table = pd.read_csv(gctx.figures / "fig32_33_agreement.csv", header=[0, 1])
+    assert len(table) == 4 and agree["ablations"] == ["default", "K x0.5", "top-2 edges", "same"]
+    assert (agree["agreement"].loc["same"] == "n/a").all()
+    assert (agree["agreement"].loc["top-2 edges"].xs("frequency", level="metric") == "n/a").all()

@@ -1,4 +1,5 @@
-"""Tests of rlsft.steps: segmentation, embedders, the embedding cache, K-means nodes, the step table."""
+"""Tests of the step table's methods: segmentation (rlsft.segmentation), embedders and the embedding
+cache (rlsft.embedders), K-means nodes (rlsft.clustering) and the step table (rlsft.steps)."""
 from __future__ import annotations
 
 import os
@@ -10,14 +11,20 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlsft import VARIANTS  # noqa: E402
-from rlsft.steps import (  # noqa: E402
+from rlsft import clustering as K  # noqa: E402
+from rlsft import embedders as E  # noqa: E402
+from rlsft.clustering import _unique_rows, cluster_steps, kmeans_plusplus  # noqa: E402
+from rlsft.embedders import (  # noqa: E402
     EmbedderUnavailableError,
-    cluster_steps,
+    EmbeddingCache,
+    cosine_noop_reason,
+    embed_texts,
     embed_unique,
     get_embedder,
-    segment,
-    step_table,
+    outputs_unit_vectors,
 )
+from rlsft.segmentation import segment  # noqa: E402
+from rlsft.steps import cluster_group, embedded_groups  # noqa: E402
 
 
 class CountingEmbedder:
@@ -49,6 +56,18 @@ def toy_samples(n_samples: int = 6, seed: int = 0) -> pd.DataFrame:
                 rows.append(dict(family="toy", variant=variant, benchmark="b", problem=problem, sample=s,
                                  text=text, correct=bool(s % 2)))
     return pd.DataFrame(rows)
+
+
+def step_table(samples, segment_kwargs, embedder, cache_dir, k, seed=0, scope="problem"):
+    """The step table of every clustering group, one group at a time as stage ``graphs`` makes it:
+    ``(steps, centroids by group key, clustering info per group)``."""
+    parts, centroids, info = [], {}, []
+    for group in embedded_groups(samples, segment_kwargs, embedder, cache_dir, scope=scope, progress=False):
+        steps, C, ginfo = cluster_group(group, k=k, seed=seed)
+        parts.append(steps)
+        centroids[group.key] = C
+        info.append(ginfo)
+    return pd.concat(parts, ignore_index=True), centroids, info
 
 
 # ---------------------------------------------------------------------------------------- segment
@@ -198,7 +217,7 @@ def test_cluster_minibatch_path_is_seeded():
 def test_step_table_pooled_shared_nodes_and_deterministic(tmp_path):
     samples = toy_samples()
     emb = CountingEmbedder()
-    df, C = step_table(samples, {"min_chars": 5}, emb, tmp_path, k=4, seed=0, progress=False)
+    df, C, info = step_table(samples, {"min_chars": 5}, emb, tmp_path, k=4, seed=0)
     assert list(df.columns[:8]) == ["family", "variant", "benchmark", "problem", "sample", "step_idx",
                                     "text", "node"]
     assert set(C) == {("toy", "b", "p0"), ("toy", "b", "p1")}
@@ -207,22 +226,21 @@ def test_step_table_pooled_shared_nodes_and_deterministic(tmp_path):
     per_text = df.groupby(["problem", "text"])["node"].nunique()
     assert (per_text == 1).all()
     assert set(df["variant"]) == set(VARIANTS)
-    info = df.attrs["clustering"]
     assert {i["k_used"] for i in info} == {4} and all(i["variants"] for i in info)
 
     calls_before = emb.calls
-    df2, C2 = step_table(samples, {"min_chars": 5}, emb, tmp_path, k=4, seed=0, progress=False)
+    df2, C2, _ = step_table(samples, {"min_chars": 5}, emb, tmp_path, k=4, seed=0)
     assert emb.calls == calls_before  # all embeddings from the cache
     pd.testing.assert_frame_equal(df, df2)
     assert all(np.array_equal(C[key], C2[key]) for key in C)
 
-    dfb, Cb = step_table(samples, None, emb, tmp_path, k=100, scope="benchmark", progress=False)
+    dfb, Cb, _ = step_table(samples, None, emb, tmp_path, k=100, scope="benchmark")
     assert set(Cb) == {("toy", "b")}
     assert Cb[("toy", "b")].shape[0] == dfb["text"].nunique()  # K capped at distinct steps
     with pytest.raises(ValueError, match="scope"):
-        step_table(samples, None, emb, tmp_path, k=4, scope="dataset", progress=False)
+        step_table(samples, None, emb, tmp_path, k=4, scope="dataset")
     with pytest.raises(ValueError, match="lack columns"):
-        step_table(samples.drop(columns="text"), None, emb, tmp_path, k=4, progress=False)
+        step_table(samples.drop(columns="text"), None, emb, tmp_path, k=4)
 
 
 # ---------------------------------------------------------------------------------------- the cache
@@ -230,17 +248,15 @@ def test_step_table_pooled_shared_nodes_and_deterministic(tmp_path):
 
 def test_cache_reruns_from_disk_without_encoding(tmp_path):
     """A fresh process (the per-process index dropped) finds every row on disk: nothing encoded."""
-    from rlsft import steps as S
-
     texts = [f"sentence {i} " + "x" * (i % 7) for i in range(50)]
     first = CountingEmbedder()
-    e1, n1 = S.embed_texts(texts, first, tmp_path, chunk_size=8)
+    e1, n1 = E.embed_texts(texts, first, tmp_path, chunk_size=8)
     assert n1 == 50 and e1.dtype == np.float32
-    S._CACHES.clear()
+    E._CACHES.clear()
     again = CountingEmbedder()
-    e2, n2 = S.embed_texts(texts[::-1], again, tmp_path)
+    e2, n2 = E.embed_texts(texts[::-1], again, tmp_path)
     assert n2 == 0 and again.calls == 0 and np.array_equal(e2, e1[::-1])
-    cache = S.open_cache(tmp_path, again)
+    cache = E.open_cache(tmp_path, again)
     assert len(cache) == 50 and cache.dim == 3
     # the index holds 16 bytes per text (prefix, shard, row), never the rows themselves
     assert cache._prefix.nbytes + cache._shard.nbytes // 4 * 4 + cache._row.nbytes <= 50 * 20
@@ -248,8 +264,6 @@ def test_cache_reruns_from_disk_without_encoding(tmp_path):
 
 
 def test_cache_lookup_confirms_full_key_on_prefix_collision(tmp_path):
-    from rlsft.steps import EmbeddingCache
-
     cache = EmbeddingCache(tmp_path / "ns")
     a = np.zeros((1, 32), dtype=np.uint8)
     b = a.copy()
@@ -266,23 +280,20 @@ def test_cache_lookup_confirms_full_key_on_prefix_collision(tmp_path):
 
 def test_cache_converts_the_old_npz_chunks(tmp_path):
     from rlsft import io as rio
-    from rlsft import steps as S
 
     texts = ["old one here", "old two here"]
     emb = CountingEmbedder()
-    ns = S._cache_namespace(tmp_path, emb, None)
+    ns = E._cache_namespace(tmp_path, emb, None)
     ns.mkdir(parents=True)
     rows = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32)
     np.savez(ns / "chunk-abc.npz", keys=np.asarray([rio.sha256_text(t) for t in texts], dtype="<U64"), emb=rows)
-    got, n_new = S.embed_texts(texts, emb, tmp_path)
+    got, n_new = E.embed_texts(texts, emb, tmp_path)
     assert n_new == 0 and emb.calls == 0 and np.array_equal(got, rows)
     assert not list(ns.glob("chunk-*.npz")) and list(ns.glob("shard-*.keys.npy"))
 
 
 def test_embed_texts_one_call_per_chunk_sorted_by_length(tmp_path):
     """Misses are sent longest first, in one encode call per chunk (sentence-transformers batches inside)."""
-    from rlsft.steps import embed_texts
-
     texts = ["a" * n + "b" for n in (3, 9, 1, 7, 5, 11)]
     emb = CountingEmbedder()  # batch_size 4
     embed_texts(texts, emb, tmp_path)
@@ -299,8 +310,6 @@ def test_embed_texts_one_call_per_chunk_sorted_by_length(tmp_path):
 def test_cluster_steps_float32_and_methods(monkeypatch):
     from sklearn.cluster import KMeans
 
-    from rlsft import steps as S
-
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(c, 0.1, size=(40, 6)) for c in (0, 3, 6)])  # float64 input
     seen = []
@@ -316,7 +325,7 @@ def test_cluster_steps_float32_and_methods(monkeypatch):
     assert info["method"] == "kmeans" and info["n_init"] == 10 and info["k_used"] == 3
     assert len(set(lab[:40])) == len(set(lab[40:80])) == len(set(lab[80:])) == 1
     # above the exact-work budget without faiss: one restart
-    monkeypatch.setattr(S, "faiss_available", lambda: False)
+    monkeypatch.setattr(K, "faiss_available", lambda: False)
     seen.clear()
     lab1, _, info1 = cluster_steps(X, k=3, seed=0, exact_work=10, return_info=True)
     assert info1["method"] == "kmeans-1" and len(seen) == 1 and len(set(lab1)) == 3
@@ -327,7 +336,7 @@ def test_cluster_steps_float32_and_methods(monkeypatch):
         cluster_steps(X, k=3, method="agglomerative")
 
 
-@pytest.mark.skipif(not __import__("rlsft.steps", fromlist=["x"]).faiss_available(), reason="faiss not installed")
+@pytest.mark.skipif(not K.faiss_available(), reason="faiss not installed")
 def test_cluster_steps_faiss_path():
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(c, 0.1, size=(200, 8)) for c in (0, 3, 6)]).astype(np.float32)
@@ -339,8 +348,6 @@ def test_cluster_steps_faiss_path():
 
 
 def test_kmeans_plusplus_weighted_distinct_and_seeded():
-    from rlsft.steps import kmeans_plusplus
-
     rng = np.random.default_rng(2)
     X = rng.normal(size=(300, 5)).astype(np.float32)
     a = kmeans_plusplus(X, 20, seed=4)
@@ -351,16 +358,12 @@ def test_kmeans_plusplus_weighted_distinct_and_seeded():
 
 
 def test_unique_rows_first_appearance():
-    from rlsft.steps import _unique_rows
-
     X = np.array([[2, 2], [1, 1], [2, 2], [0, 0], [1, 1]], dtype=np.float32)
     first, inv = _unique_rows(X)
     assert first.tolist() == [0, 1, 3] and inv.tolist() == [0, 1, 0, 2, 1]
 
 
 def test_unit_vector_detection_reads_the_modules():
-    from rlsft.steps import cosine_noop_reason, outputs_unit_vectors
-
     minilm = get_embedder("all-MiniLM-L6-v2")
     assert outputs_unit_vectors(minilm) is True and minilm._model is None  # from modules.json, not loaded
     assert "Normalize module" in cosine_noop_reason(minilm)
@@ -374,12 +377,10 @@ def test_unit_vector_detection_reads_the_modules():
 
 def test_cache_survives_removed_shards(tmp_path):
     """A shard deleted under a running process is re-encoded, not an error."""
-    from rlsft import steps as S
-
     texts = ["alpha beta gamma", "delta epsilon"]
-    S.embed_texts(texts, CountingEmbedder(), tmp_path)
+    E.embed_texts(texts, CountingEmbedder(), tmp_path)
     for f in tmp_path.glob("*/shard-*"):
         f.unlink()
     again = CountingEmbedder()
-    out, n_new = S.embed_texts(texts, again, tmp_path)
+    out, n_new = E.embed_texts(texts, again, tmp_path)
     assert n_new == 2 and out.shape == (2, 3)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from rlsft import config as C
 from rlsft import registry as R
 from rlsft.benchmarks import BENCHMARKS
+from rlsft.embedders import TFIDF, EmbedderUnavailableError, _resolve_st_path
 from rlsft.models import available, download_hint
-from rlsft.steps import TFIDF, EmbedderUnavailableError, _resolve_st_path
 
 
 def embedders(profile: dict) -> list[str]:

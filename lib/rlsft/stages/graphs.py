@@ -1,33 +1,304 @@
-"""Stage ``graphs`` (40_step_graphs.ipynb). TODO: describe."""
+"""Stage ``graphs`` (notebook ``40_step_graphs.ipynb``): the step level of PAPER.md §6.
+
+Every response is cut into steps, every distinct step embedded once (cached on disk under
+``results/<profile>/.cache/embeddings``), one pooled K-means per (family, benchmark, problem) gives
+the nodes the four variants share, each variant's graph is the union of its responses' node paths,
+and the decay rate beta of three node metrics is fitted per graph; the ratios of median beta
+(RL/Base ~ 2.5, SFT/Base ~ 1/3 in the paper) get bootstrap intervals and their spread over
+clustering seeds.
+
+:func:`step_analysis` streams all of it one clustering group at a time (segment, embed, K-means,
+graphs, metrics, decay), writing ``steps`` / ``nodes`` / ``edges`` / ``node_metrics.parquet``,
+``decay_rates.csv`` and ``clustering.csv`` incrementally and atomically; :func:`seed_spread` refits
+the clustering with other seeds. Reads ``samples/all_samples.parquet``; writes ``graphs/`` (those
+tables, ``decay_ratios.csv``, ``seed_spread.csv``).
+"""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
 
+import pandas as pd
+
+from rlsft import io
+from rlsft.embedders import get_embedder
+from rlsft.graphs import (GRAPH_KEY, GRAPH_KEYS, decay_ratios, decay_table_from_graphs, graph_metrics,
+                          graph_tables, graphs_from_steps, node_metric_table, sorted_decay,
+                          summarize_seed_spread)
 from rlsft.params import param
+from rlsft.steps import STEP_COLUMNS, cluster_group, embedded_groups
+
+log = logging.getLogger(__name__)
 
 NOTEBOOK = "40_step_graphs.ipynb"
 KIND = "compute"
-INPUTS = ('samples',)
-OUTPUTS = ('graphs',)
+INPUTS = ("samples",)
+OUTPUTS = ("graphs",)
 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
     """The parameters of stage ``graphs``; defaults are the organism profile's."""
 
-    embedder: str = param("all-MiniLM-L6-v2", "paper: BAAI/bge-large-en-v1.5; 'tfidf-char' is the offline second embedder")
+    embedder: str = param("all-MiniLM-L6-v2", "sentence embedder: a sentence-transformers id or folder "
+                          "(paper: BAAI/bge-large-en-v1.5) or 'tfidf-char' (the offline second embedder)")
     normalize: bool = param(False, "L2-normalise embeddings (BGE's default is True; paper unclear)")
-    segment_rule: str = param("sentence", "'sentence' (newline, then sentence split) or 'line'")
-    min_chars: int = param(5, "drop fragments of <= this many characters")
+    segment_rule: str = param("sentence", "'sentence' (newline, then sentence split) or 'line'",
+                              choices=("sentence", "line"))
+    min_chars: int = param(5, "drop fragments of <= this many characters", ge=0)
     mask_digits: bool = param(False, "replace digit runs by 0 before embedding (a deviation; off in the paper)")
-    k: int = param(40, "K-means clusters per pooled group (paper: 2000), capped at distinct steps")
-    scope: str = param("problem", "pool per 'problem' (default) or per 'benchmark'")
-    metric: str = param("euclidean", "'euclidean' (paper) or 'cosine'")
-    sparsify_k: int | None = param(None, "keep each node's k nearest out-edges (paper ablation: 10 or 20); None = off")
-    spread_seeds: list = param([0, 1, 2], "clustering seeds for the spread of the ratios")
-    n_boot: int = param(1000, "bootstrap resamples of problems")
+    k: int = param(40, "K-means clusters per pooled group (paper: 2000), capped at distinct steps", ge=1)
+    scope: str = param("problem", "pool the K-means per 'problem' (default) or per 'benchmark'",
+                       choices=("problem", "benchmark"))
+    metric: str = param("euclidean", "'euclidean' (paper) or 'cosine' (rows L2-normalised first)",
+                        choices=("euclidean", "cosine"))
+    sparsify_k: int | None = param(None, "keep each node's k nearest out-edges (paper ablation: 10 or 20); "
+                                   "None = off", ge=1)
+    spread_seeds: list[int] = param([0, 1, 2], "clustering seeds for the spread of the ratios (the profile's "
+                                    "seed is the main run's, not clustered again)")
+    n_boot: int = param(1000, "bootstrap resamples of problems for the ratios' intervals", ge=0)
+
+
+SAVED_TABLES = ("steps", "nodes", "edges", "node_metrics")
+"""The parquet tables :func:`step_analysis` writes (``<name>.parquet``), as stage ``graphs`` saves them."""
+CLUSTERING_COLUMNS = ["family", "benchmark", "problem", "scope", "n_responses", "n_steps", "n_distinct",
+                      "n_encoded", "k_asked", "k_used", "method", "n_init", "n_iter", "inertia", "seed",
+                      "metric", "variants", "seconds_segment", "seconds_embed", "seconds_kmeans",
+                      "seconds_graphs", "seconds_metrics", "seconds"]
+"""Columns of ``clustering.csv``: one row per clustering group (``problem`` empty for scope="benchmark")."""
+
+
+class ParquetStream:
+    """Write a parquet file one DataFrame at a time (one row group each), atomically.
+
+    The rows go to a temporary file beside ``path`` that replaces ``path`` only on
+    ``close(ok=True)``; ``close(ok=False)`` (or an exception inside ``with``) leaves ``path`` as it
+    was. Reading the file back gives the concatenation of the parts, as ``DataFrame.to_parquet``
+    of the whole would. ``columns``: the columns of the empty file written when no part has rows.
+
+    >>> import tempfile, pandas as pd
+    >>> p = Path(tempfile.mkdtemp()) / "t.parquet"
+    >>> with ParquetStream(p, ["a"]) as w:
+    ...     w.write(pd.DataFrame({"a": [1, 2]})); w.write(pd.DataFrame({"a": [3]}))
+    >>> pd.read_parquet(p)["a"].tolist()
+    [1, 2, 3]
+    """
+
+    def __init__(self, path, columns: Sequence[str] = ()):
+        self.path, self.columns = Path(path), list(columns)
+        self._ctx = self._writer = self._schema = None
+        self._empty = None
+        self.rows = 0
+
+    def write(self, df) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if len(df) == 0:
+            if self._empty is None:
+                self._empty = df.iloc[:0]
+            return
+        table = pa.Table.from_pandas(df, preserve_index=False, schema=self._schema)
+        if self._writer is None:
+            self._ctx = io.atomic_path(self.path, ".parquet")
+            tmp = self._ctx.__enter__()
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(tmp, self._schema)
+        self._writer.write_table(table)
+        self.rows += len(df)
+
+    def close(self, ok: bool = True) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            if ok:
+                self._ctx.__exit__(None, None, None)
+            else:
+                self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        elif ok:
+            io.write_parquet(self.path, self._empty if self._empty is not None else pd.DataFrame(columns=self.columns))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(ok=exc_type is None)
+        return False
+
+
+@dataclasses.dataclass
+class StepAnalysis:
+    """What :func:`step_analysis` returns: the decay table (``decay_rates.csv``) and the per-group
+    clustering record (``clustering.csv``)."""
+
+    decay: object
+    clustering: object
+
+
+def _table_columns(name: str) -> list[str]:
+    return {"steps": list(STEP_COLUMNS), "nodes": [*GRAPH_KEY, "node", "visits"],
+            "edges": [*GRAPH_KEY, "src", "dst", "count", "distance"],
+            "node_metrics": [*GRAPH_KEY, "node", "metric", "value"]}[name]
+
+
+def _graph_group(key: tuple, steps_df, C, info: dict, streams: Mapping, scope: str, sparsify_k: int | None,
+                 weight: str | None):
+    """Graphs, node metrics and decay rates of one clustered group; its rows appended to ``streams``.
+
+    Completes ``info`` (scope, seconds_graphs, seconds_metrics, seconds) and returns the group's
+    decay table.
+    """
+    t0 = time.perf_counter()
+    graphs = graphs_from_steps(steps_df, {key: C}, sparsify_k)
+    t1 = time.perf_counter()
+    metrics = graph_metrics(graphs, weight=weight)
+    decay = decay_table_from_graphs(graphs, weight=weight, metrics=metrics)
+    if "steps" in streams:
+        streams["steps"].write(steps_df)
+    if "nodes" in streams or "edges" in streams:
+        nodes, edges = graph_tables(graphs)
+        for name, df in (("nodes", nodes), ("edges", edges)):
+            if name in streams:
+                streams[name].write(df)
+        del nodes, edges
+    if "node_metrics" in streams:
+        streams["node_metrics"].write(node_metric_table(graphs, metrics=metrics))
+    t2 = time.perf_counter()
+    info.update(scope=scope, seconds_graphs=t1 - t0, seconds_metrics=t2 - t1)
+    info["seconds"] = sum(info.get(c, 0.0) for c in CLUSTERING_COLUMNS if c.startswith("seconds_"))
+    log.info("group %s: %d steps, %d distinct (%d encoded), %s K=%d, %d graphs; %.1f s "
+             "(segment %.1f, embed %.1f, k-means %.1f, graphs %.1f, metrics %.1f)", key, info["n_steps"],
+             info["n_distinct"], info["n_encoded"], info["method"], info["k_used"], len(graphs),
+             info["seconds"], info["seconds_segment"], info["seconds_embed"], info["seconds_kmeans"],
+             info["seconds_graphs"], info["seconds_metrics"])
+    return decay
+
+
+def step_analysis(samples, segment_kwargs: dict | None, embedder, cache_dir, k: int, seed: int = 0,
+                  scope: str = "problem", metric: str = "euclidean", n_init: int = 10,
+                  sparsify_k: int | None = None, weight: str | None = None, out_dir=None,
+                  tables: Sequence[str] = SAVED_TABLES, progress: bool = True, **cluster_kwargs) -> StepAnalysis:
+    """The step level of PAPER.md §6, streamed one clustering group at a time.
+
+    For each group -- (family, benchmark, problem), or (family, benchmark) for
+    ``scope="benchmark"`` -- in sorted order: segment its responses, embed its distinct steps
+    through the on-disk cache (:func:`rlsft.steps.embedded_groups`), K-means them
+    (:func:`rlsft.steps.cluster_group`), build each variant's graph (``sparsify_k``: top-k
+    out-edges), compute the node metrics once and the decay rates; append the group's rows to the
+    output tables; drop the group. Peak memory is one group's, not the corpus's.
+
+    ``out_dir``: where to write ``<table>.parquet`` for each of ``tables`` (a subset of
+    :data:`SAVED_TABLES`: steps, nodes, edges, node_metrics -- columns: :data:`rlsft.steps.STEP_COLUMNS`,
+    :func:`rlsft.graphs.graph_tables`, :func:`rlsft.graphs.node_metric_table`), plus
+    ``decay_rates.csv`` and ``clustering.csv``; every file is written atomically (a parquet file
+    grows in a temporary file, one row group per group, and is renamed when all groups are done).
+    ``out_dir=None`` writes nothing (ablations). Returns :class:`StepAnalysis` (decay table in
+    :func:`rlsft.graphs.decay_table_from_graphs`' order; clustering record, columns
+    :data:`CLUSTERING_COLUMNS`).
+    """
+    bad = [t for t in tables if t not in SAVED_TABLES]
+    if bad:
+        raise ValueError(f"unknown tables {bad}; choose from {list(SAVED_TABLES)}")
+    if isinstance(embedder, str):
+        embedder = get_embedder(embedder)
+    out = None if out_dir is None else Path(out_dir)
+    decay_parts, info_rows = [], []
+    with contextlib.ExitStack() as stack:
+        streams = {} if out is None else {
+            t: stack.enter_context(ParquetStream(out / f"{t}.parquet", _table_columns(t))) for t in tables}
+        for group in embedded_groups(samples, segment_kwargs, embedder, cache_dir, scope=scope, progress=progress):
+            steps_df, C, info = cluster_group(group, k=k, seed=seed, metric=metric, n_init=n_init, **cluster_kwargs)
+            key = group.key
+            del group
+            decay_parts.append(_graph_group(key, steps_df, C, info, streams, scope, sparsify_k, weight))
+            info_rows.append(info)
+            del steps_df, C
+    if not info_rows:
+        raise ValueError("no steps to cluster; check the segmentation settings (min_chars, rule)")
+    decay = sorted_decay(decay_parts)
+    clustering = pd.DataFrame(info_rows).reindex(columns=CLUSTERING_COLUMNS)
+    if out is not None:
+        io.write_csv(out / "decay_rates.csv", decay)
+        io.write_csv(out / "clustering.csv", clustering)
+    log.info("step_analysis: %d groups (scope=%s), %d steps, %d graphs, methods %s, %.0f s",
+             len(clustering), scope, int(clustering["n_steps"].sum()), decay[list(GRAPH_KEYS)].drop_duplicates().shape[0],
+             clustering["method"].value_counts().to_dict(), clustering["seconds"].sum())
+    return StepAnalysis(decay=decay, clustering=clustering)
+
+
+def seed_spread(samples, segment_kwargs: dict | None, embedder, cache_dir, k: int,
+                seeds: Sequence[int] = (0, 1, 2), scope: str = "problem", metric: str = "euclidean",
+                sparsify_k: int | None = None, weight: str | None = None, n_boot: int = 0,
+                boot_seed: int = 0, by_benchmark: bool = False, progress: bool = True,
+                reuse: Mapping[int, object] | None = None, n_init: int = 10, **cluster_kwargs):
+    """Decay ratios for several clustering seeds: one :func:`decay_ratios` table per seed, stacked.
+
+    A fixed model's beta moves when the pooled clustering changes, so the spread of the ratios over
+    clustering seeds is reported next to them. ``reuse`` maps a seed to a decay table already
+    computed with these settings (the main run's, from :func:`step_analysis`): that seed is not
+    clustered again. The other seeds are computed in one streaming pass over the clustering groups:
+    each group is segmented once and its embeddings read once from the cache, then clustered and
+    graphed per seed, and dropped. Column ``clustering_seed`` is added; :func:`summarize_seed_spread`
+    condenses the table.
+    """
+    if not seeds:
+        raise ValueError("seeds is empty; pass e.g. seeds=(0, 1, 2)")
+    reuse = {int(s): d for s, d in (reuse or {}).items()}
+    todo = list(dict.fromkeys(int(s) for s in seeds if int(s) not in reuse))
+    parts: dict[int, list] = {s: [] for s in todo}
+    if todo:
+        if isinstance(embedder, str):
+            embedder = get_embedder(embedder)
+        for group in embedded_groups(samples, segment_kwargs, embedder, cache_dir, scope=scope, progress=progress):
+            for s in todo:
+                steps_df, C, _ = cluster_group(group, k=k, seed=s, metric=metric, n_init=n_init, **cluster_kwargs)
+                graphs = graphs_from_steps(steps_df, {group.key: C}, sparsify_k)
+                parts[s].append(decay_table_from_graphs(graphs, weight=weight))
+                del steps_df, C, graphs
+            del group
+    log.info("seed_spread: seeds %s reused, %s clustered", sorted(set(reuse) & {int(s) for s in seeds}), todo)
+    out = []
+    for s in dict.fromkeys(int(s) for s in seeds):
+        dec = reuse[s] if s in reuse else sorted_decay(parts[s])
+        r = decay_ratios(dec, n_boot=n_boot, seed=boot_seed, by_benchmark=by_benchmark)
+        r.insert(0, "clustering_seed", s)
+        out.append(r)
+    return pd.concat(out, ignore_index=True)
+
+
+def segment_settings(params: Params) -> dict:
+    """The segmentation keyword arguments of :func:`rlsft.steps.segment_samples` from the parameters.
+
+    >>> segment_settings(Params())
+    {'rule': 'sentence', 'min_chars': 5, 'mask_digits': False}
+    """
+    return {"rule": params.segment_rule, "min_chars": params.min_chars, "mask_digits": params.mask_digits}
+
+
+def embedding_cache(ctx) -> Path:
+    """The profile's embedding cache folder, ``results/<profile>/.cache/embeddings`` (shared with
+    the ablations)."""
+    return ctx.root / ".cache" / "embeddings"
 
 
 def run(ctx, params: Params) -> dict:
-    """TODO: the stage's logic, moved from its notebook; returns its tables by name."""
-    raise NotImplementedError
+    """``{"decay", "clustering", "ratios", "spread", "spread_summary"}``: the decay rates and the
+    clustering record of :func:`step_analysis` (written with the graphs under ``graphs/``), the
+    ratios of median beta (``decay_ratios.csv``), their values per clustering seed
+    (``seed_spread.csv``) and that spread summarised."""
+    samples = pd.read_parquet(ctx.input("samples") / "all_samples.parquet")
+    emb = get_embedder(params.embedder, device=ctx.device, normalize=params.normalize)
+    seg, cache = segment_settings(params), embedding_cache(ctx)
+    res = step_analysis(samples, seg, emb, cache, k=params.k, seed=ctx.seed, scope=params.scope,
+                        metric=params.metric, sparsify_k=params.sparsify_k, out_dir=ctx.dir)
+    ratios = decay_ratios(res.decay, n_boot=params.n_boot, seed=ctx.seed)
+    io.write_csv(ctx.dir / "decay_ratios.csv", ratios)
+    spread = seed_spread(samples, seg, emb, cache, k=params.k, seeds=params.spread_seeds, scope=params.scope,
+                         metric=params.metric, sparsify_k=params.sparsify_k, n_boot=0, reuse={ctx.seed: res.decay})
+    io.write_csv(ctx.dir / "seed_spread.csv", spread)
+    return {"decay": res.decay, "clustering": res.clustering, "ratios": ratios, "spread": spread,
+            "spread_summary": summarize_seed_spread(spread)}
