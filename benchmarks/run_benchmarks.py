@@ -8,9 +8,9 @@ CPU; ``--parallel`` starts them side by side, faster but with disturbed timings)
 - ``chrf``: the all-pairs chrF matrix, ``rlsft.trajectories.chrf_matrix`` vs ``fastchrf`` and vs
   ``sacrebleu`` (``benchmarks/bench_chrf.py``; skipped with a note when that file is absent)
 - ``betweenness``: ``rlsft.graphs.betweenness`` (rustworkx) vs ``networkx`` (``bench_graphs.py``)
-- ``embedding``: encoding every step string vs ``rlsft.steps.embed_unique`` (dedup, cold and warm
+- ``embedding``: encoding every step string vs ``rlsft.embedders.embed_unique`` (dedup, cold and warm
   cache) (``bench_graphs.py``)
-- ``steps``: the step-level stage on one problem group, ``rlsft.graphs.step_analysis`` (streamed)
+- ``steps``: the step-level stage on one problem group, ``rlsft.stages.graphs.step_analysis`` (streamed)
   vs the code before streaming, per stage: time and peak RSS (``bench_steps.py``; the paper's size
   is ``bench_steps.py --full``, run on its own)
 
@@ -203,7 +203,7 @@ def steps_rows(df, peak: float) -> list[dict]:
         case = (f"{stage}: 4 x {int(n['responses'])} responses, {int(n['n_distinct'])} distinct steps, "
                 f"K={int(n['k'])}, dim={int(n['dim'])}")
         ref_s = float(o["seconds"]) if o is not None else _nan()
-        rows.append(_row(group="steps", case=case, ours="rlsft.graphs.step_analysis", ours_s=float(n["seconds"]),
+        rows.append(_row(group="steps", case=case, ours="rlsft.stages.graphs.step_analysis", ours_s=float(n["seconds"]),
                          reference="old step code (steps_reference.py)", reference_s=ref_s,
                          ratio=ref_s / float(n["seconds"]) if float(n["seconds"]) > 0 else _nan(),
                          peak_rss_mb=float(n["peak_rss_mb"]),
@@ -211,7 +211,7 @@ def steps_rows(df, peak: float) -> list[dict]:
                          + f"new k-means: {n['method']}"))
     for stage, n in df[df["run"] == "new-full"].set_index("stage").iterrows():
         rows.append(_row(group="steps", case=f"{stage}: 4 x {int(n['responses'])} responses, K={int(n['k'])} (new only)",
-                         ours="rlsft.graphs.step_analysis", ours_s=float(n["seconds"]), peak_rss_mb=float(n["peak_rss_mb"]),
+                         ours="rlsft.stages.graphs.step_analysis", ours_s=float(n["seconds"]), peak_rss_mb=float(n["peak_rss_mb"]),
                          note=f"k-means: {n['method']}"))
     return rows or [_row(group="steps", note="no rows in steps.csv")]
 
