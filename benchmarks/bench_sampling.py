@@ -15,13 +15,14 @@ import pandas as pd
 
 from rlsft import io
 from rlsft.config import REPO_ROOT, load_profile
+from rlsft.backends import SamplingParams, build_prompt, make_backend
 from rlsft.models import resolve
-from rlsft.sampling import SamplingParams, build_prompt, make_backend
+from rlsft.stages.samples import Params, sampling_params
 
 
-def bench(backend_name: str, path: str, prompts: dict, params: SamplingParams) -> dict:
+def bench(backend_name: str, path: str, prompts: dict, params: SamplingParams, batch_size: int) -> dict:
     t0 = time.time()
-    backend = make_backend(backend_name, path, None)
+    backend = make_backend(backend_name, path, None, batch_size=batch_size)
     load = time.time() - t0
     prompts = {k: build_prompt(q, {"style": "raw", "user": "{question}"}, backend.tokenizer) for k, q in prompts.items()}
     t0 = time.time()
@@ -46,13 +47,14 @@ def main(argv=None) -> int:
     path, _ = resolve(profile, root, fam, "Base")
     problems = pd.read_parquet(root / "data" / "problems.parquet").head(args.problems)
     prompts = dict(zip(problems["problem"], problems["prompt"]))
-    params = SamplingParams(n=args.M, temperature=0.6, top_p=0.95, max_new_tokens=160)
-    rows = [bench("transformers", path, prompts, params)]
+    stage = Params(M=args.M)  # the samples stage's defaults (temperature, top_p, max_new_tokens, batch size)
+    params = sampling_params(stage, seed=0)
+    rows = [bench("transformers", path, prompts, params, stage.batch_size)]
     try:
         import torch
 
         if torch.cuda.is_available():
-            rows.append(bench("vllm", path, prompts, params))
+            rows.append(bench("vllm", path, prompts, params, stage.batch_size))
     except Exception as exc:  # noqa: BLE001 - report and carry on
         print("vllm skipped:", exc)
     df = pd.DataFrame(rows)

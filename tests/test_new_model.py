@@ -21,7 +21,7 @@ from rlsft import VARIANTS
 from rlsft import config as C
 from rlsft import organism as O
 from rlsft import task as T
-from rlsft.notebooks import effective_params
+from rlsft.registry import effective_params
 
 REPO = Path(__file__).resolve().parents[1]
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -30,10 +30,10 @@ CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 def _ci_texts() -> list[str]:
     """Every text of the ci profile's task data (what its tokenizer must cover)."""
     d = effective_params(C.load_profile("ci"), "data")
-    data = T.make_task_data(n_places=d["n_places"], out_degree=d["out_degree"], world_seed=d["world_seed"],
-                            eval_sets=d["eval_sets"], base_per_problem=d["base_per_problem"],
-                            base_styles=d["base_styles"], teacher_per_problem=d["teacher_per_problem"],
-                            n_facts=d["n_facts"], seed=0)
+    data = T.make_task_data(n_places=d.n_places, out_degree=d.out_degree, world_seed=d.world_seed,
+                            eval_sets=d.eval_sets, base_per_problem=d.base_per_problem,
+                            base_styles=d.base_styles, teacher_per_problem=d.teacher_per_problem,
+                            n_facts=d.n_facts, seed=0)
     return (list(data["base_corpus"]["text"]) + list(data["eval"]["prompt"])
             + list(data["sft"]["prompt"] + data["sft"]["completion"]))
 
@@ -121,7 +121,7 @@ def test_runner_samples_and_analyses_the_new_family(new_family):
     samples = pd.read_parquet(out / "samples" / "all_samples.parquet")
     assert set(samples["family"]) == {"tiny"}
     assert sorted(set(samples["variant"]), key=VARIANTS.index) == list(VARIANTS)
-    m = effective_params(C.load_profile(str(path)), "samples")["M"]
+    m = effective_params(C.load_profile(str(path)), "samples").M
     assert (samples.groupby(["variant", "benchmark", "problem"]).size() == m).all()
 
     # each variant was sampled from its own local folder, and that is recorded

@@ -106,3 +106,15 @@ def test_training_order_parents_first():
          "SFT": {"recipe": "sft", "from": "Base"}, "SFT+RL": {"recipe": "grpo", "from": "SFT"}}
     order = O.training_order(v)
     assert order.index("Base") < order.index("SFT") < order.index("SFT+RL") and order.index("Base") < order.index("RL")
+
+
+def test_train_stage_lists_recipe_variants_and_tabulates_them():
+    from rlsft.stages import train
+
+    prof = {"families": {"f": {"variants": {"Base": {"recipe": "pretrain"}, "RL": {"model": "org/rl"}}}}}
+    assert train.trainable(prof) == [("f", "Base")]
+    empty = train.trained_table([])
+    assert list(empty.columns) == train.TRAINED_COLUMNS and empty.empty  # every variant a model: no rows
+    rec = {"family": "f", "variant": "Base", "recipe": "pretrain", "from": None, "n_params": 10, "wall_time_s": 1.5,
+           "history": []}
+    assert train.trained_table([rec]).values.tolist() == [["f", "Base", "pretrain", None, 10, 1.5]]

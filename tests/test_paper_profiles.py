@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from rlsft import VARIANTS
+from rlsft import backends as B
 from rlsft import config as C
 from rlsft import models as M
-from rlsft import sampling as SM
-from rlsft.notebooks import effective_params
+from rlsft.plan import missing_models
+from rlsft.registry import effective_params
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = sorted(p.stem for p in (REPO / "profiles").glob("paper-*.yaml"))
@@ -55,15 +56,15 @@ def test_paper_profile_loads_and_validates(name):
             assert SHA.match(spec["revision"]), f"{fam}/{v}: pin a full commit SHA, got {spec['revision']!r}"
         assert spec.get("max_model_len"), f"{fam}/{v}: record the context used"
     data, samples, graphs = (effective_params(p, s) for s in ("data", "samples", "graphs"))
-    assert data["task"] == samples["task"] == "benchmarks"
-    assert samples["backend"] == "vllm" and samples["temperature"] == 0.6 and samples["top_p"] == 0.95
-    assert graphs["embedder"] == "BAAI/bge-large-en-v1.5" and graphs["mask_digits"] is False
+    assert data.task == samples.task == "benchmarks"
+    assert samples.backend == "vllm" and samples.temperature == 0.6 and samples.top_p == 0.95
+    assert graphs.embedder == "BAAI/bge-large-en-v1.5" and graphs.mask_digits is False
     if name == "paper-smoke":
-        assert (data["limit"], samples["M"], samples["max_new_tokens"], graphs["k"]) == (4, 16, 2048, 200)
+        assert (data.limit, samples.M, samples.max_new_tokens, graphs.k) == (4, 16, 2048, 200)
     else:
-        assert (data["limit"], samples["M"], samples["max_new_tokens"], graphs["k"]) == (None, 256, 16384, 2000)
+        assert (data.limit, samples.M, samples.max_new_tokens, graphs.k) == (None, 256, 16384, 2000)
         expected = ["humaneval"] if name == "paper-7b-humaneval" else ["aime24", "aime25", "amc23"]
-        assert data["benchmarks"] == expected
+        assert data.benchmarks == expected
 
 
 def test_table1_checkpoints():
@@ -102,7 +103,7 @@ class _ChatTok:
 def _prompt(name, variant, q="What is 1+1?"):
     (fspec,) = C.load_profile(name)["families"].values()
     spec = fspec["variants"][variant].get("prompt", fspec.get("prompt"))
-    return SM.build_prompt(q, spec, _ChatTok())
+    return B.build_prompt(q, spec, _ChatTok())
 
 
 @pytest.mark.parametrize("name", ["paper-1.5b", "paper-7b"])
@@ -171,7 +172,7 @@ def test_run_without_models_fails_fast_and_clearly(tmp_path):
     err = proc.stderr
     assert "Traceback" not in err and "Traceback" not in proc.stdout
     assert err.count("run_all.sh: error:") == 1
-    for m in M.missing_models(C.load_profile("paper-1.5b")):
+    for m in missing_models(C.load_profile("paper-1.5b")):
         assert f"  - {m}" in err and M.download_hint(m) in err
     assert not results.exists(), "nothing may be written before the models are there"
 
@@ -195,7 +196,7 @@ def test_vllm_backend_here_is_a_clear_error():
     if torch.cuda.is_available() and has_vllm:
         pytest.skip("this machine can run vLLM")
     with pytest.raises(RuntimeError, match=r"backend 'vllm' (needs a CUDA GPU|chosen but vllm is not installed)"):
-        SM.make_backend("vllm", "Qwen/Qwen2.5-Math-1.5B", None)
+        B.make_backend("vllm", "Qwen/Qwen2.5-Math-1.5B", None)
 
 
 def test_unpinned_hub_model_is_fingerprinted_by_its_cached_commit(tmp_path):

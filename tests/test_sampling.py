@@ -1,10 +1,23 @@
-"""Sampling: prompts, the transformers backend, per-problem shards and resume after a kill."""
+"""Sampling: prompts, the backends, per-problem shards and resume after a kill, the task
+verifiers, and the samples stage's loop over a profile."""
+import dataclasses
+
 import pandas as pd
 import pytest
 
+from rlsft import backends as B
 from rlsft import organism as O
 from rlsft import sampling as SM
 from rlsft import task as T
+from rlsft import tasks
+from rlsft import verify as V
+from rlsft.schema import SAMPLE_COLUMNS
+from rlsft.stages import samples as S
+
+
+def sp(**kw):
+    """SamplingParams (which has no defaults of its own) for a test: n=2, T=0.6, top_p=0.95, 8 tokens."""
+    return B.SamplingParams(**{"n": 2, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 8, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +36,17 @@ def tiny(tmp_path_factory):
 
 def _run(tiny, shard_dir, factory=None):
     world, problems, path = tiny
-    params = SM.SamplingParams(n=6, temperature=1.0, top_p=0.95, max_new_tokens=24, seed=0)
+    params = B.SamplingParams(n=6, temperature=1.0, top_p=0.95, max_new_tokens=24, seed=0)
     return SM.sample_model(
         family="f", variant="Base", problems=problems, prompt_spec={"style": "raw", "user": "{question}"},
-        backend_factory=factory or (lambda: SM.TransformersBackend(str(path))), params=params,
+        backend_factory=factory or (lambda: B.TransformersBackend(str(path))), params=params,
         verifier=lambda text, row: T.check(world, T.problem_from_row(row), text),
-        shard_dir=shard_dir, fingerprint=SM.model_fingerprint(str(path), None), chunk=2)
+        shard_dir=shard_dir, fingerprint=SM.model_fingerprint(str(path), None), chunk=2, backend="transformers")
 
 
 def test_table_has_every_sample_and_column(tiny, tmp_path):
     df = _run(tiny, tmp_path)
-    assert list(df.columns) == SM.SAMPLE_COLUMNS
+    assert list(df.columns) == SAMPLE_COLUMNS
     assert len(df) == 5 * 6 and set(df["finish_reason"]) <= {"stop", "length"}
     assert df.groupby("problem")["sample"].apply(sorted).map(lambda s: s == list(range(6))).all()
 
@@ -52,7 +65,7 @@ def test_resume_after_kill_gives_the_same_table(tiny, tmp_path):
     calls = {"n": 0}
 
     def dying_factory():
-        backend = SM.TransformersBackend(str(tiny[2]))
+        backend = B.TransformersBackend(str(tiny[2]))
         real = backend.generate
 
         def generate(prompts, params):
@@ -79,17 +92,31 @@ def test_finished_problems_never_reload_the_model(tiny, tmp_path):
 
 
 def test_build_prompt_styles():
-    assert SM.build_prompt("Q?", {"style": "raw", "system": "S", "user": "{question} A:"}) == "S\nQ? A:"
+    assert B.build_prompt("Q?", {"style": "raw", "system": "S", "user": "{question} A:"}) == "S\nQ? A:"
     with pytest.raises(ValueError, match="question"):
-        SM.build_prompt("Q?", {"user": "no placeholder"})
+        B.build_prompt("Q?", {"user": "no placeholder"})
     with pytest.raises(ValueError, match="chat template"):
-        SM.build_prompt("Q?", {"style": "chat"}, tokenizer=None)
+        B.build_prompt("Q?", {"style": "chat"}, tokenizer=None)
 
 
 @pytest.mark.parametrize("bad", [dict(n=0), dict(temperature=0), dict(top_p=0), dict(max_new_tokens=0)])
 def test_sampling_params_are_validated(bad):
     with pytest.raises(ValueError):
-        SM.SamplingParams(**bad)
+        sp(**bad)
+
+
+def test_sampling_defaults_have_one_source():
+    """The samples stage's Params is the one source of the sampling defaults: SamplingParams has none
+    (issue 15: n = 64 and max_new_tokens = 256 there drifted from the notebook's 64 and 160)."""
+    with pytest.raises(TypeError):
+        B.SamplingParams()
+    fields = {f.name: f for f in dataclasses.fields(B.SamplingParams)}
+    for name in ("n", "temperature", "top_p", "max_new_tokens"):
+        assert fields[name].default is dataclasses.MISSING, name
+    p = S.Params()
+    assert S.sampling_params(p, seed=3) == B.SamplingParams(n=p.M, temperature=p.temperature, top_p=p.top_p,
+                                                            max_new_tokens=p.max_new_tokens, seed=3)
+    assert (p.M, p.max_new_tokens) == (64, 160)
 
 
 def test_vllm_backend_without_gpu_is_a_clear_error():
@@ -98,20 +125,20 @@ def test_vllm_backend_without_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-        SM.make_backend("vllm", "some/model", None)
+        B.make_backend("vllm", "some/model", None)
 
 
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown sampling backend"):
-        SM.make_backend("magic", "x", None)
+        B.make_backend("magic", "x", None)
 
 
 def test_select_shard_partitions():
     df = pd.DataFrame({"problem": list("abcdefg")})
-    parts = [SM.select_shard(df, f"{i}/3")["problem"].tolist() for i in range(3)]
+    parts = [S.select_shard(df, f"{i}/3")["problem"].tolist() for i in range(3)]
     assert sorted(sum(parts, [])) == list("abcdefg")
     with pytest.raises(ValueError):
-        SM.select_shard(df, "3/3")
+        S.select_shard(df, "3/3")
 
 
 # ------------------------------------------------------------- shard keys: what resamples, what not
@@ -126,7 +153,7 @@ class FakeBackend:
 
     def generate(self, prompts, params):
         self.calls.append(sorted(prompts))
-        return {k: [SM.Completion(f"{p} #{i}", 3, "stop") for i in range(params.n)] for k, p in prompts.items()}
+        return {k: [B.Completion(f"{p} #{i}", 3, "stop") for i in range(params.n)] for k, p in prompts.items()}
 
 
 PROBLEMS = pd.DataFrame({"benchmark": ["b1", "b1", "b1", "b2"], "problem": ["p1", "p2", "p3", "p4"],
@@ -146,7 +173,7 @@ def _fake(tmp_path, problems=PROBLEMS, **over):
     """Run sample_model with the fake backend; returns (table, [problems sampled by each call])."""
     calls = []
     kw = dict(family="f", variant="Base", problems=problems, prompt_spec={"style": "raw", "user": "{question}"},
-              backend_factory=lambda: FakeBackend(calls), params=SM.SamplingParams(n=2), verifier=exact,
+              backend_factory=lambda: FakeBackend(calls), params=sp(), verifier=exact,
               shard_dir=tmp_path, fingerprint="model@abc", chunk=2, backend="vllm", max_model_len=4096)
     kw.update(over)
     return SM.sample_model(**kw), sorted(k for c in calls for k in c)
@@ -177,9 +204,9 @@ def test_unchanged_rerun_samples_nothing(tmp_path):
     (dict(backend="transformers"), ALL),
     (dict(max_model_len=8192), ALL),
     (dict(max_model_len=None), ALL),
-    (dict(params=SM.SamplingParams(n=2, stop_token_ids=(151645, 151643))), ALL),
-    (dict(params=SM.SamplingParams(n=2, stop=("<|im_start|>",))), ALL),
-    (dict(params=SM.SamplingParams(n=2, temperature=1.0)), ALL),
+    (dict(params=sp(stop_token_ids=(151645, 151643))), ALL),
+    (dict(params=sp(stop=("<|im_start|>",))), ALL),
+    (dict(params=sp(temperature=1.0)), ALL),
     (dict(prompt_spec={"style": "raw", "user": "Q: {question}"}), ALL),
     (dict(fingerprint="model@def"), ALL),
 ])
@@ -215,9 +242,7 @@ def test_verifier_identity_per_benchmark(tmp_path):
 
 
 def test_benchmark_verifier_identity_follows_the_registry(tmp_path, monkeypatch):
-    from rlsft import verify as V
-
-    fn = SM.make_verifier("benchmarks", tmp_path)
+    fn = tasks.make_verifier("benchmarks", tmp_path)
     row = {"benchmark": "aime24", "problem": "aime24-01", "prompt": "Q", "answer": "3", "meta": "{}"}
     before = fn.identity(row)
     assert "math" in before and fn.identity({**row, "benchmark": "humaneval"}) != before
@@ -239,54 +264,53 @@ def test_three_tuple_verifier_statuses_reach_the_table(tmp_path):
     table, _ = _fake(tmp_path, verifier=verify)
     got = table.groupby("problem")["verify_status"].first().to_dict()
     assert got == {"p1": "ok", "p2": "no_box", "p3": "ok", "p4": "ok"}
-    assert list(table.columns) == SM.SAMPLE_COLUMNS
+    assert list(table.columns) == SAMPLE_COLUMNS
 
 
 def test_verify_record_normalises_and_rejects():
     row = {"answer": "4"}
-    assert SM.verify_record(lambda t, r: ("4", 1), "4", row) == {"extracted": "4", "correct": True,
+    assert V.verify_record(lambda t, r: ("4", 1), "4", row) == {"extracted": "4", "correct": True,
                                                                  "verify_status": "ok"}
-    assert SM.verify_record(lambda t, r: ("4", False, "timeout"), "4", row)["verify_status"] == "timeout"
+    assert V.verify_record(lambda t, r: ("4", False, "timeout"), "4", row)["verify_status"] == "timeout"
     with pytest.raises(ValueError, match="status 'maybe'"):
-        SM.verify_record(lambda t, r: ("4", False, "maybe"), "4", row)
+        V.verify_record(lambda t, r: ("4", False, "maybe"), "4", row)
     with pytest.raises(TypeError, match="must return"):
-        SM.verify_record(lambda t, r: True, "4", row)
+        V.verify_record(lambda t, r: True, "4", row)
 
 
 def test_make_verifier_benchmarks_reports_statuses(tmp_path):
-    fn = SM.make_verifier("benchmarks", tmp_path)
+    fn = tasks.make_verifier("benchmarks", tmp_path)
     row = {"benchmark": "aime24", "problem": "aime24-01", "prompt": "Q", "answer": "3", "meta": "{}"}
-    assert SM.verify_record(fn, r"so \boxed{3}", row) == {"extracted": "3", "correct": True, "verify_status": "ok"}
-    assert SM.verify_record(fn, "no box", row)["verify_status"] == "no_box"
-    assert SM.verify_record(fn, r"\boxed{\,}", row)["verify_status"] == "parse_error"
+    assert V.verify_record(fn, r"so \boxed{3}", row) == {"extracted": "3", "correct": True, "verify_status": "ok"}
+    assert V.verify_record(fn, "no box", row)["verify_status"] == "no_box"
+    assert V.verify_record(fn, r"\boxed{\,}", row)["verify_status"] == "parse_error"
 
 
 # ----------------------------------------------------------------------- stop settings and BOS
 
 def test_sampling_params_stop_settings():
-    sp = SM.SamplingParams(stop_token_ids=[151645, 151643], stop=["</s>"])
-    assert sp.stop_token_ids == (151645, 151643) and sp.stop == ("</s>",)  # hashable, key-stable
+    p = sp(stop_token_ids=[151645, 151643], stop=["</s>"])
+    assert p.stop_token_ids == (151645, 151643) and p.stop == ("</s>",)  # hashable, key-stable
     for bad in (dict(stop_token_ids=[-1]), dict(stop_token_ids=["5"]), dict(stop_token_ids=[True]),
                 dict(stop=[""]), dict(stop=[3])):
         with pytest.raises(ValueError, match="stop"):
-            SM.SamplingParams(**bad)
+            sp(**bad)
 
 
 def test_transformers_backend_stops_at_stop_tokens_and_strings(tiny):
     world, problems, path = tiny
-    backend = SM.TransformersBackend(str(path))
+    backend = B.TransformersBackend(str(path))
     tok = backend.tokenizer
     prompts = {r.problem: r.prompt for r in problems.itertuples()}
-    base = SM.SamplingParams(n=4, temperature=1.0, max_new_tokens=24)
+    base = sp(n=4, temperature=1.0, max_new_tokens=24)
     plain = backend.generate(prompts, base)
     assert any("\n" in c.text for cs in plain.values() for c in cs)  # the model does write newlines
     newline = tok.convert_tokens_to_ids("\n")
-    by_id = backend.generate(prompts, SM.SamplingParams(n=4, temperature=1.0, max_new_tokens=24,
-                                                        stop_token_ids=(newline,)))
+    by_id = backend.generate(prompts, sp(n=4, temperature=1.0, max_new_tokens=24, stop_token_ids=(newline,)))
     comps = [c for cs in by_id.values() for c in cs]
     assert not any("\n" in c.text for c in comps)
     assert any(c.finish_reason == "stop" for c in comps)
-    by_str = backend.generate(prompts, SM.SamplingParams(n=4, temperature=1.0, max_new_tokens=24, stop=("\n",)))
+    by_str = backend.generate(prompts, sp(n=4, temperature=1.0, max_new_tokens=24, stop=("\n",)))
     comps = [c for cs in by_str.values() for c in cs]
     assert not any("\n" in c.text for c in comps)
     assert any(c.finish_reason == "stop" and c.n_tokens < 24 for c in comps)  # stopped there, not cut later
@@ -350,13 +374,13 @@ def fake_vllm(monkeypatch):
 
 
 def test_vllm_backend_passes_token_ids_with_one_bos_and_the_stop_settings(fake_vllm):
-    backend = SM.make_backend("vllm", "org/model", "abc", max_model_len=64, seed=3, tensor_parallel_size=2)
+    backend = B.make_backend("vllm", "org/model", "abc", max_model_len=64, seed=3, tensor_parallel_size=2)
     assert fake_vllm["llm_kwargs"]["max_model_len"] == 64 and fake_vllm["llm_kwargs"]["tensor_parallel_size"] == 2
     tok = backend.tokenizer
-    chat = SM.build_prompt("what is 1 + 2 ?", {"style": "chat"}, tok)
+    chat = B.build_prompt("what is 1 + 2 ?", {"style": "chat"}, tok)
     assert chat.startswith("<s>") and tok(chat)["input_ids"][:2] == [1, 1]  # text in: a second BOS
     prompts = {"b__chat": chat, "b__raw": "Question: what is 1 + 2 ? Answer:"}
-    params = SM.SamplingParams(n=3, max_new_tokens=100, stop_token_ids=(151645, 151643), stop=("<|user|>",))
+    params = sp(n=3, max_new_tokens=100, stop_token_ids=(151645, 151643), stop=("<|user|>",))
     out = backend.generate(prompts, params)
     sent = fake_vllm["prompts"]
     assert all(set(p) == {"prompt_token_ids"} for p in sent)  # token ids, not text
@@ -364,16 +388,16 @@ def test_vllm_backend_passes_token_ids_with_one_bos_and_the_stop_settings(fake_v
         assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     assert sent[0]["prompt_token_ids"] == tok(chat, add_special_tokens=False)["input_ids"]
     assert sent[1]["prompt_token_ids"] == tok(prompts["b__raw"])["input_ids"]  # the raw prompt gets its BOS
-    for sp, p in zip(fake_vllm["sampling_params"], sent):
-        assert sp.kw["stop_token_ids"] == [151645, 151643] and sp.kw["stop"] == ["<|user|>"]
-        assert sp.kw["n"] == 3 and sp.kw["max_tokens"] == 64 - len(p["prompt_token_ids"])  # the context caps
+    for vsp, p in zip(fake_vllm["sampling_params"], sent):
+        assert vsp.kw["stop_token_ids"] == [151645, 151643] and vsp.kw["stop"] == ["<|user|>"]
+        assert vsp.kw["n"] == 3 and vsp.kw["max_tokens"] == 64 - len(p["prompt_token_ids"])  # the context caps
     assert [len(out[k]) for k in prompts] == [3, 3] and out["b__chat"][0].finish_reason == "stop"
 
 
 def test_vllm_backend_prompt_longer_than_the_context_is_a_clear_error(fake_vllm):
-    backend = SM.make_backend("vllm", "org/model", None, max_model_len=4)
+    backend = B.make_backend("vllm", "org/model", None, max_model_len=4)
     with pytest.raises(ValueError, match="max_model_len"):
-        backend.generate({"b__p": "what is 1 + 2 ? what is 1 + 2 ?"}, SM.SamplingParams(n=1))
+        backend.generate({"b__p": "what is 1 + 2 ? what is 1 + 2 ?"}, sp(n=1))
 
 
 def test_sample_profile_passes_variant_stop_settings(tmp_path, monkeypatch):
@@ -382,17 +406,55 @@ def test_sample_profile_passes_variant_stop_settings(tmp_path, monkeypatch):
 
     def fake_sample_model(**kw):
         seen[kw["variant"]] = (kw["params"].stop_token_ids, kw["params"].stop, kw["backend"], kw["max_model_len"])
-        return pd.DataFrame(columns=SM.SAMPLE_COLUMNS)
+        return pd.DataFrame(columns=SAMPLE_COLUMNS)
 
-    monkeypatch.setattr(SM, "sample_model", fake_sample_model)
-    monkeypatch.setattr(SM, "make_verifier", lambda task, data_dir: exact)
-    monkeypatch.setattr(SM, "model_fingerprint", lambda path, rev: "fp")
-    monkeypatch.setattr(SM, "resolved_commit", lambda path, rev: None)
+    monkeypatch.setattr(S, "sample_model", fake_sample_model)
+    monkeypatch.setattr(tasks, "make_verifier", lambda task, data_dir: exact)
+    monkeypatch.setattr(S, "model_fingerprint", lambda path, rev: "fp")
+    monkeypatch.setattr(S, "resolved_commit", lambda path, rev: None)
     variants = {"Base": {"model": "org/base", "max_model_len": 4096, "stop_token_ids": [151645, 151643]},
                 "RL": {"model": "org/rl", "stop": ["<|im_start|>"]}}
     profile = {"name": "t", "seed": 0, "families": {"f": {"variants": variants}}}
-    params = {"M": 2, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 8, "task": "benchmarks",
-              "backend": "vllm", "batch_size": 4, "chunk": 2}
-    SM.sample_profile(profile, tmp_path, params, PROBLEMS)
+    params = S.Params(M=2, max_new_tokens=8, task="benchmarks", backend="vllm", batch_size=4, chunk=2)
+    S.sample_profile(profile, tmp_path, params, PROBLEMS)
     assert seen["Base"] == ((151645, 151643), (), "vllm", 4096)
     assert seen["RL"] == ((), ("<|im_start|>",), "vllm", None)
+
+
+def test_sample_profile_imports_completions_with_the_math_fallback(tmp_path, monkeypatch):
+    """A variant that names completions files is imported, not sampled: verified with the benchmark's
+    verifier, ``math`` for a benchmark that is not registered (``amc``); the stage has no ``verifier``
+    parameter for it (issue 15), and a repeated stage reuses the verified table."""
+    import json
+
+    from rlsft import completions as CP
+
+    assert "verifier" not in {f.name for f in dataclasses.fields(S.Params)}
+    f = tmp_path / "amc.jsonl"
+    f.write_text("\n".join(json.dumps({"id": i, "prompt": f"Q{i}", "answer": str(i), "outputs": [f"\\boxed{{{i}}}", "no"]})
+                           for i in range(3)))
+    profile = {"name": "t", "seed": 0, "path": str(tmp_path / "t.yaml"),
+               "families": {"f": {"variants": {"Base": {"completions": str(f)}, "RL": {"completions": str(f)}}}}}
+    problems = CP.problems_from_profile(profile, progress=False)
+    out = S.sample_profile(profile, tmp_path, S.Params(task="completions"), problems)
+    base = out[("f", "Base")]
+    assert list(base.columns) == SAMPLE_COLUMNS and set(base["benchmark"]) == {"amc"}
+    assert base["correct"].tolist() == [True, False] * 3
+    assert base["verify_status"].tolist() == ["ok", "no_box"] * 3
+    cached = list((tmp_path / "samples" / ".imported" / "f").rglob("*.parquet"))
+    assert len(cached) == 2
+    models = json.loads((tmp_path / "samples" / "models.json").read_text())
+    assert [m["variant"] for m in models] == ["Base", "RL"] and models[0]["model"] == "completions (1 file(s))"
+    with monkeypatch.context() as m:
+        m.setattr(CP, "import_variant", lambda **kw: pytest.fail("verified again"))
+        again = S.sample_profile(profile, tmp_path, S.Params(task="completions"), problems)
+    pd.testing.assert_frame_equal(again[("f", "Base")], base)
+    f.write_text(f.read_text().replace('"no"', '"\\\\boxed{0}"'))  # an edited file is verified again
+    edited = S.sample_profile(profile, tmp_path, S.Params(task="completions"), problems)[("f", "Base")]
+    assert edited["correct"].tolist() == [True, True, True, False, True, False]
+
+
+def test_shard_cli_needs_the_data_stage_first(tmp_path):
+    """``python -m rlsft.stages.samples --shard i/n`` (scale-out) stops with the command to run first."""
+    with pytest.raises(SystemExit, match=r"run `./run_all.sh --profile ci --only data` first"):
+        S.main(["--profile", "ci", "--shard", "0/2", "--results", str(tmp_path)])

@@ -1,9 +1,18 @@
-"""The organism's task: world, splits, writers and the step-replaying checker."""
+"""The organism's task: world, splits, writers and the step-replaying checker; the task registry
+(problem builders and verifiers per task), the problems table's schema and the data stage."""
+import json
 import random
 
+import pandas as pd
 import pytest
 
+from rlsft import schema
 from rlsft import task as T
+from rlsft import tasks
+from rlsft.context import Context
+from rlsft.errors import ConfigError
+from rlsft.params import build
+from rlsft.stages import data, samples
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +127,66 @@ def test_task_data_is_seeded():
 
 def test_world_json_round_trip(world):
     assert T.world_from_json(T.world_to_json(world)) == world
+
+
+# ------------------------------------------------------------------ task registry, problems schema
+
+def test_task_registry_names_the_known_tasks():
+    assert set(tasks.TASKS) == {"navigation", "benchmarks", "completions"}
+    for name, t in tasks.TASKS.items():
+        assert t.name == name and callable(t.build) and callable(t.verifier) and t.doc
+    with pytest.raises(ConfigError, match=r"unknown task 'chess'; known tasks: \['benchmarks', 'completions', "
+                                          r"'navigation'\]"):
+        tasks.get("chess")
+    with pytest.raises(ConfigError, match="known tasks"):
+        tasks.make_verifier("math", ".")
+
+
+@pytest.mark.parametrize("stage", [data, samples])
+def test_stages_accept_only_registered_tasks(stage):
+    assert build(stage.Params, {"task": "completions"}, "s").task == "completions"
+    with pytest.raises(ConfigError, match=r"s.task: 'chess' is not one of"):
+        build(stage.Params, {"task": "chess"}, "s")
+
+
+def test_meta_round_trip():
+    rec = {"id": "HumanEval/0", "problem": "def f(x):\n", "answer": "    return x\n", "prompt": "def f(x):\n",
+           "entry_point": "f", "test": "def check(c): assert c(1) == 1\n", "tags": ["a", "b"], "n": 3}
+    row = schema.problem_row("humaneval", rec)
+    assert tuple(row) == schema.BENCHMARK_PROBLEM_COLUMNS
+    assert list(schema.read_meta(row)) == ["prompt", "entry_point", "test", "tags", "n"]  # record order kept
+    assert schema.verifier_problem(row) == rec
+    math = schema.problem_row("aime24", {"id": 3, "problem": "Q", "answer": 27})
+    assert (math["problem"], math["answer"], math["meta"]) == ("3", "27", "{}")
+    assert schema.verifier_problem(math) == {"id": "3", "problem": "Q", "answer": "27"}
+    assert schema.read_meta({"meta": ""}) == {} and schema.read_meta({"prompt": "Q"}) == {}
+
+
+def test_benchmark_verifiers_judge_the_record_rebuilt_from_meta(tmp_path):
+    row = schema.problem_row("aime24", {"id": "aime24-01", "problem": "Q", "answer": "3", "source": "x"})
+    bench = tasks.make_verifier("benchmarks", tmp_path)
+    assert bench(r"\boxed{3}", row) == ("3", True, "ok") and bench("3", row)[2] == "no_box"
+    comp = tasks.make_verifier("completions", tmp_path)
+    amc = {**row, "benchmark": "amc"}  # not a registered benchmark: math, as for imported answers
+    assert comp(r"\boxed{3}", amc) == ("3", True, "ok") and comp.identity(amc).startswith("completions:math:")
+    assert comp.identity(row) != bench.identity(row)  # another task's verifier: another shard key
+
+
+def test_data_stage_writes_what_the_task_builds(tmp_path):
+    params = data.Params(n_places=12, eval_sets={"e": {"n": 3, "levels": [2]}}, base_per_problem=1,
+                         teacher_per_problem=1, n_facts=1)
+    ctx = Context(name="data", profile={"seed": 0}, params=params, root=tmp_path)
+    ctx.dir.mkdir(parents=True)
+    tables = data.run(ctx, params)
+    direct = T.make_task_data(n_places=12, out_degree=3, world_seed=0, eval_sets={"e": {"n": 3, "levels": [2]}},
+                              base_per_problem=1, base_styles=params.base_styles, teacher_per_problem=1,
+                              n_facts=1, seed=0, teacher_slack=1, teacher_explore=0.1)
+    assert sorted(p.name for p in ctx.dir.iterdir()) == ["base_corpus.parquet", "problems.parquet", "sft.parquet",
+                                                        "train_problems.parquet", "world.json"]
+    for name, key in (("problems", "eval"), ("train_problems", "train"), ("base_corpus", "base_corpus"),
+                      ("sft", "sft")):
+        pd.testing.assert_frame_equal(pd.read_parquet(ctx.dir / f"{name}.parquet"), direct[key])
+    assert T.world_from_json(json.loads((ctx.dir / "world.json").read_text())) == direct["world"]
+    assert tables["counts"]["problems"].to_dict() == {"e": 3}
+    with pytest.raises(ConfigError, match="no problems were loaded"):
+        data.run(ctx, data.Params(task="benchmarks"))

@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlparse
 
+from rlsft.verify import get_verifier
+
 log = logging.getLogger(__name__)
 
 ENV_FOLDER = "RLSFT_BENCHMARK_DIR"
@@ -339,6 +341,4 @@ def load_benchmarks(names: Iterable[str], source: str = "hub", folder=None,
 
 def verifier_for(name: str) -> Callable:
     """The verifier function of benchmark ``name`` (``fn(text, problem) -> (extracted, correct)``)."""
-    from rlsft.verify import get_verifier
-
     return get_verifier(get_spec(name).verifier)

@@ -36,8 +36,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import pandas as pd
+
 from rlsft import config as C
+from rlsft.benchmarks import BENCHMARKS, load_benchmark, normalise_answer
 from rlsft.errors import ConfigError
+from rlsft.io import sha256_file, sha256_text
+from rlsft.progress import bar as progress_bar
+from rlsft.schema import BENCHMARK_PROBLEM_COLUMNS, SAMPLE_COLUMNS, verifier_problem
+from rlsft.verify import get_verifier, verify_record
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,9 @@ GOLD_KEYS = ("answer", "label", "gold", "target", "ground_truth", "gt")
 FINISH_KEYS = ("finish_reason", "stop_reason")
 SUFFIXES = C.COMPLETION_SUFFIXES
 COLUMNS = ["benchmark", "problem", "prompt", "answer", "sample", "text", "finish_reason"]
+DEFAULT_VERIFIER = "math"
+"""The verifier of imported answers to a benchmark that is not registered (e.g. ``amc``, the
+83-problem AMC set of the Qwen2.5-Math evaluation); registered ones use their own."""
 
 
 class CompletionsError(ConfigError):
@@ -88,8 +98,6 @@ def fingerprint(files: Mapping[str, Path]) -> str:
     Each file is hashed once per (path, size, mtime): the runner asks for every stage, and a
     Base file shared by several families is named several times.
     """
-    from .io import sha256_text
-
     return sha256_text(*[f"{b}={_file_sha(str(Path(p).resolve()), *_stamp(p))}" for b, p in sorted(files.items())])
 
 
@@ -100,8 +108,6 @@ def _stamp(path) -> tuple[int, int]:
 
 @lru_cache(maxsize=4096)
 def _file_sha(path: str, size: int, mtime_ns: int) -> str:
-    from .io import sha256_file
-
     return sha256_file(Path(path))
 
 
@@ -113,8 +119,6 @@ def _file_sha(path: str, size: int, mtime_ns: int) -> str:
 def _records(path: Path) -> list[dict]:
     """The rows of a file as dicts (JSON lines, JSON list or a JSON object holding one list, parquet)."""
     if path.suffix == ".parquet":
-        import pandas as pd
-
         return pd.read_parquet(path).to_dict("records")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
@@ -175,8 +179,6 @@ def _answer(row: Mapping, where: str) -> str | None:
     k = _first(row, GOLD_KEYS)
     if k is None:
         return None
-    from .benchmarks import normalise_answer
-
     try:
         return normalise_answer(row[k])
     except ValueError as e:
@@ -194,8 +196,6 @@ def table_from_records(rows: list[dict], source: str, benchmark: str = "", famil
     ``problem`` is a string id; ``sample`` numbers the completions of a problem from 0 in file
     order. ``prompt`` / ``answer`` are None where the file has none.
     """
-    import pandas as pd
-
     if not rows:
         raise CompletionsError(f"{source}: no rows; fix: point the profile at a file with completions")
     out = []
@@ -295,8 +295,6 @@ def read_completions(path: str | Path, benchmark: str = "", family: str | None =
 
 def read_variant(files: Mapping[str, Path], family: str | None = None, variant: str | None = None):
     """All completions of one variant: the files of :func:`completion_files`, concatenated."""
-    import pandas as pd
-
     parts = [read_completions(p, benchmark=b, family=family, variant=variant) for b, p in files.items()]
     return pd.concat(parts, ignore_index=True)
 
@@ -312,10 +310,9 @@ def problems_table(tables: Mapping[str, Any], benchmark_folder=None):
     ``tables``: ``{label: table}`` (a label per variant, for messages). Prompts and gold answers
     must agree across variants where given; a gold answer missing from every file is taken from
     the registered benchmark of that name (by problem id, e.g. ``aime24-01``). Columns: benchmark,
-    problem, prompt, answer, meta (as the data stage writes for the paper's benchmarks).
+    problem, prompt, answer, meta (``rlsft.schema.BENCHMARK_PROBLEM_COLUMNS``, as the data stage
+    writes for the paper's benchmarks; ``meta`` is empty).
     """
-    import pandas as pd
-
     if not tables:
         raise CompletionsError("no variant imports completions; nothing to build problems from")
     allt = pd.concat([t.assign(_src=label) for label, t in tables.items()], ignore_index=True)
@@ -336,7 +333,7 @@ def problems_table(tables: Mapping[str, Any], benchmark_folder=None):
         probs.loc[missing, "answer"] = _gold_from_benchmarks(probs[missing], benchmark_folder)
     probs["prompt"] = probs["prompt"].fillna("")
     probs["meta"] = "{}"
-    return probs[["benchmark", "problem", "prompt", "answer", "meta"]]
+    return probs[list(BENCHMARK_PROBLEM_COLUMNS)]
 
 
 def problems_from_profile(profile: dict, limit: int | None = None, progress: bool = True):
@@ -344,16 +341,13 @@ def problems_from_profile(profile: dict, limit: int | None = None, progress: boo
 
     ``limit`` keeps the first N problems of each benchmark (in file order).
     """
-    from tqdm.auto import tqdm
-
-
     tables = {}
     specs = [(f, v) for f, v, spec in C.variant_specs(profile) if "completions" in spec]
     if not specs:
         raise CompletionsError(f"profile {profile.get('name')!r}: stages.data.task is 'completions' but no variant "
                                "names 'completions:'; fix: add completions files to the variants, or use task "
                                "'benchmarks' / 'navigation'")
-    for fam, v in tqdm(specs, desc="read completions", unit="variant", disable=not progress):
+    for fam, v in progress_bar(specs, desc="read completions", unit="variant", disable=not progress):
         files = C.completion_files(profile, fam, v)
         check_files(files, f"{fam}/{v}")
         tables[f"{fam}/{v}"] = read_variant(files, family=fam, variant=v)
@@ -366,8 +360,6 @@ def problems_from_profile(profile: dict, limit: int | None = None, progress: boo
 
 
 def _gold_from_benchmarks(probs, folder) -> list[str]:
-    from .benchmarks import BENCHMARKS, load_benchmark
-
     out = []
     cache: dict = {}
     for bench, pid in zip(probs["benchmark"], probs["problem"]):
@@ -384,32 +376,25 @@ def _gold_from_benchmarks(probs, folder) -> list[str]:
     return out
 
 
-def verifier_name(benchmark: str, default: str = "math") -> str:
+def verifier_name(benchmark: str, default: str = DEFAULT_VERIFIER) -> str:
     """The registered verifier of a benchmark, or ``default`` for benchmarks not registered here
     (e.g. ``amc``, the 83-problem AMC set of the Qwen2.5-Math evaluation).
 
     >>> verifier_name("humaneval"), verifier_name("amc")
     ('humaneval', 'math')
     """
-    from .benchmarks import BENCHMARKS
-
     return BENCHMARKS[benchmark].verifier if benchmark in BENCHMARKS else default
 
 
-def import_variant(*, family: str, variant: str, files: Mapping[str, Path], problems, verifier: str = "math",
-                   progress: bool = True):
+def import_variant(*, family: str, variant: str, files: Mapping[str, Path], problems,
+                   verifier: str = DEFAULT_VERIFIER, progress: bool = True):
     """The samples table of one imported variant: its completions verified against ``problems``.
 
-    Columns as sampled ones (``rlsft.sampling.SAMPLE_COLUMNS``); ``n_tokens`` is NaN (the files hold
+    Columns as sampled ones (``rlsft.schema.SAMPLE_COLUMNS``); ``n_tokens`` is NaN (the files hold
     text, not tokens) and ``finish_reason`` is the file's, else ``"unknown"``. Every completion's
-    problem must be in ``problems``.
+    problem must be in ``problems``. ``verifier`` judges the answers to benchmarks that are not
+    registered (registered ones use their own, :func:`verifier_name`).
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from . import sampling
-    from .verify import get_verifier
-
     t = read_variant(files, family=family, variant=variant)
     known = set(zip(problems["benchmark"], problems["problem"].astype(str)))
     unknown = [k for k in dict.fromkeys(zip(t["benchmark"], t["problem"])) if k not in known]
@@ -419,31 +404,20 @@ def import_variant(*, family: str, variant: str, files: Mapping[str, Path], prob
                                "these files) or correct the ids")
     prob = {(r["benchmark"], str(r["problem"])): r for r in problems.to_dict("records")}
     recs = []
-    it = tqdm(t.itertuples(index=False), total=len(t), desc=f"verify {family}/{variant}", disable=not progress)
+    it = progress_bar(t.itertuples(index=False), total=len(t), desc=f"verify {family}/{variant}", disable=not progress)
     for r in it:
         row = prob[(r.benchmark, r.problem)]
         fn = get_verifier(verifier_name(r.benchmark, verifier))
-        problem = {"id": row["problem"], "problem": row["prompt"], "answer": row["answer"],
-                   **json.loads(row.get("meta") or "{}")}
-        v = _verify(sampling, fn, r.text, problem)
+        v = verify_record(fn, r.text, verifier_problem(row))
         recs.append({"family": family, "variant": variant, "benchmark": r.benchmark, "problem": r.problem,
                      "sample": int(r.sample), "text": r.text, "n_tokens": float("nan"),
                      "finish_reason": r.finish_reason or "unknown", **v})
     df = pd.DataFrame(recs)
-    cols = [c for c in sampling.SAMPLE_COLUMNS if c in df.columns] + \
-           [c for c in df.columns if c not in sampling.SAMPLE_COLUMNS]
+    cols = [c for c in SAMPLE_COLUMNS if c in df.columns] + [c for c in df.columns if c not in SAMPLE_COLUMNS]
     df = df[cols]
     log.info("imported %s/%s: %d completions of %d problems from %d file(s), accuracy %.3f", family, variant,
              len(df), df.groupby(["benchmark", "problem"]).ngroups, len(files), df["correct"].mean())
     return df
-
-
-def _verify(sampling, fn, text: str, problem: dict) -> dict:
-    vr = getattr(sampling, "verify_record", None)
-    if vr is not None:
-        return vr(fn, text, problem)
-    extracted, correct = fn(text, problem)[:2]
-    return {"extracted": extracted, "correct": bool(correct)}
 
 
 __all__ = ("CompletionsError", "completion_files", "check_files", "fingerprint", "read_completions",

@@ -9,7 +9,9 @@
 
 Every trained model is written with ``save_pretrained`` (model and tokenizer) into a temporary
 folder that is renamed into place only when complete, and loaded back with
-``AutoModelForCausalLM.from_pretrained(path)``, the same code path as a hub checkpoint.
+``AutoModelForCausalLM.from_pretrained(path)``, the same code path as a hub checkpoint. The loop
+over a profile's variants (which to train, in which order, resume) is the train stage
+(:mod:`rlsft.stages.train`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+from rlsft import task as T
+from rlsft.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +143,6 @@ def pretrain(model, tokenizer, docs: list[str], *, epochs: float = 4.0, batch_si
     (step, epoch, loss, lr, tokens, seconds).
     """
     import torch
-    from tqdm.auto import tqdm
 
     set_seed(seed)
     eos = tokenizer.eos_token
@@ -159,7 +163,7 @@ def pretrain(model, tokenizer, docs: list[str], *, epochs: float = 4.0, batch_si
             rng.shuffle(chunks)
             yield from chunks
 
-    bar = tqdm(total=n_steps, desc="pretrain Base", leave=False)
+    bar = progress_bar(total=n_steps, desc="pretrain Base", leave=False)
     for idx in batches():
         if step >= n_steps:
             break
@@ -245,7 +249,7 @@ def grpo(model, tokenizer, prompts: list[dict], reward: Callable[[str, dict], fl
     return [dict(h) for h in trainer.state.log_history]
 
 
-# ------------------------------------------------------------------------------- the train stage
+# ------------------------------------------------------------------------------- recipes in order
 RECIPE_ORDER = {"pretrain": 0, "sft": 1, "grpo": 2}
 
 
@@ -306,62 +310,10 @@ def train_variant(variant: str, spec: dict, params: dict, data: dict, out: Path,
     return record
 
 
-def load_stage_data(data_dir: Path) -> dict:
-    """The data stage's organism files, as ``train_variant`` wants them."""
-    import pandas as pd
-
-    from . import task as T
-    from .io import read_json
-
-    world = T.world_from_json(read_json(data_dir / "world.json"))
-    sft_df = pd.read_parquet(data_dir / "sft.parquet")
-    evals = pd.read_parquet(data_dir / "problems.parquet")
-    return {"world": world, "base_corpus": pd.read_parquet(data_dir / "base_corpus.parquet")["text"].tolist(),
-            "sft": sft_df, "sft_texts": (sft_df["prompt"] + sft_df["completion"]).tolist(),
-            "eval_texts": evals["prompt"].tolist(), "train": pd.read_parquet(data_dir / "train_problems.parquet"),
-            "eval": evals}
-
-
 def organism_reward(world):
     """The binary verifiable reward for GRPO: 1 if the organism's checker accepts the response."""
-    from . import task as T
 
     def reward(text: str, row: dict) -> float:
         return float(T.check(world, T.problem_from_row(row), text)[1])
 
     return reward
-
-
-def train_profile(profile: dict, root: Path, params: dict, data_dir: Path, seed: int) -> list[dict]:
-    """Train every variant that has a recipe, parents first. A variant whose saved model was trained
-    with the same parameters, seed and parent is kept (so a killed run resumes where it stopped)."""
-    from .io import sha256_text, write_json
-    from .models import trained_path
-
-    data = load_stage_data(data_dir)
-    reward = organism_reward(data["world"])
-    records = []
-    for fam, fspec in profile["families"].items():
-        variants = fspec["variants"]
-        done_keys: dict[str, str] = {}
-        for v in training_order(variants):
-            spec = variants[v]
-            out = trained_path(root, fam, v)
-            parent_key = done_keys.get(spec.get("from"), "")
-            key = sha256_text(repr(sorted(params.items())), repr(sorted(spec.items())), str(seed), parent_key,
-                              sha256_text(*map(str, data["base_corpus"][:50])))
-            old = read_training_log(out)
-            if old.get("key") == key and (out / "config.json").exists():
-                log.info("train %s/%s: kept (already trained with these settings)", fam, v)
-                records.append(old)
-            else:
-                log.info("train %s/%s: recipe %s%s", fam, v, spec["recipe"],
-                         f" from {spec['from']}" if spec.get("from") else "")
-                parent = trained_path(root, fam, spec["from"]) if spec.get("from") else None
-                rec = train_variant(v, spec, params, data, out, parent, seed, reward)
-                rec["key"] = key
-                rec["family"] = fam
-                write_json(out / "training_log.json", rec)
-                records.append(rec)
-            done_keys[v] = key
-    return records

@@ -45,6 +45,9 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from rlsft.backends import build_prompt
+from rlsft.benchmarks import _hub_offline_env, hub_reachable
+
 log = logging.getLogger(__name__)
 
 HUB_ID = "simplescaling/s1K-1.1"
@@ -96,8 +99,6 @@ def load_s1k(source: str | os.PathLike | None = None, probe_timeout: float = 3.0
         path = Path(source).expanduser()
         return _check_columns(_read_local(path), str(path))
     hub_id = str(source or HUB_ID)
-    from .benchmarks import _hub_offline_env, hub_reachable
-
     fix = (f"Fix: on a machine with hub access run `hf download {hub_id} --repo-type dataset` (then "
            f"HF_HUB_OFFLINE=1 uses the cache), or pass a local copy (a parquet/jsonl file or the "
            f"downloaded folder) as source / --data.")
@@ -117,8 +118,6 @@ def load_s1k(source: str | os.PathLike | None = None, probe_timeout: float = 3.0
 def format_example(row: Mapping, tokenizer, prompt_spec: dict | None = None, eos: str | None = None) -> dict:
     """One ``{"prompt", "completion"}`` pair: the question in the prompt format, the R1 thinking
     trace and answer as the completion (ending with the tokenizer's EOS)."""
-    from .sampling import build_prompt
-
     prompt = build_prompt(str(row[QUESTION]), prompt_spec or DEFAULT_PROMPT, tokenizer)
     eos = eos if eos is not None else getattr(tokenizer, "eos_token", None) or ""
     opener = "" if prompt.rstrip().endswith("<think>") else THINK_OPEN

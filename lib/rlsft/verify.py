@@ -52,6 +52,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from rlsft import humaneval
+
 log = logging.getLogger(__name__)
 
 SAMPLE_KEY = ("family", "variant", "benchmark")
@@ -585,17 +587,13 @@ Verifier = Callable[[str, Any], "tuple[str | None, bool]"]
 
 
 def _verify_humaneval(text: str, problem: Mapping) -> tuple[str | None, bool]:
-    """Lazy wrapper: ``rlsft.humaneval.verify_humaneval`` (imported on first use)."""
-    from rlsft.humaneval import verify_humaneval
-
-    return verify_humaneval(text, problem)
+    """``rlsft.humaneval.verify_humaneval``, looked up at call time (so a patched grader is used)."""
+    return humaneval.verify_humaneval(text, problem)
 
 
 def _verify_humaneval_status(text: str, problem: Mapping) -> tuple[str | None, bool, str]:
-    """Lazy wrapper: ``rlsft.humaneval.verify_humaneval_status`` (a sandbox timeout: ``timeout``)."""
-    from rlsft.humaneval import verify_humaneval_status
-
-    return verify_humaneval_status(text, problem)
+    """``rlsft.humaneval.verify_humaneval_status`` (a sandbox timeout: ``timeout``), looked up at call time."""
+    return humaneval.verify_humaneval_status(text, problem)
 
 
 _verify_humaneval.with_status = _verify_humaneval_status
@@ -665,3 +663,20 @@ def run_verifier(fn: Callable, text: str, problem: Any) -> tuple[str | None, boo
     """
     return as_verify_result(getattr(fn, "with_status", fn)(text, problem),
                             getattr(fn, "__qualname__", "verifier"))
+
+
+def verify_record(verifier: Callable, text: str, row) -> dict:
+    """Verify one answer: ``{"extracted", "correct", "verify_status"}`` for the samples table.
+
+    ``verifier(text, row)`` may return ``(extracted, correct)`` (status ``ok``) or
+    ``(extracted, correct, status)`` with a status of ``STATUSES``; a verifier with a
+    ``with_status`` twin (the built-in ones) is called through it.
+
+    >>> verify_record(lambda text, row: (text.strip(), text.strip() == row["answer"]), " 4 ", {"answer": "4"})
+    {'extracted': '4', 'correct': True, 'verify_status': 'ok'}
+    >>> verify_record(lambda text, row: (None, False, "no_box"), "4", {})["verify_status"]
+    'no_box'
+    """
+    fn = getattr(verifier, "with_status", verifier)
+    extracted, correct, status = as_verify_result(fn(text, row), "the sample stage's verifier")
+    return {"extracted": extracted, "correct": correct, "verify_status": status}
