@@ -24,7 +24,7 @@ LAYERS = [
      "rlsft.stages"},
     "methods",  # everything not named elsewhere
     {"rlsft.config"},
-    {"rlsft.completions", "rlsft.models", "rlsft.store"},
+    {"rlsft.completions", "rlsft.models", "rlsft.store", "rlsft.tasks"},
     "stage modules",
     {"rlsft.registry"},
     {"rlsft.plan", "rlsft.report"},

@@ -165,7 +165,7 @@ def _check_stop(where: str, vs: dict) -> None:
     >>> _check_stop("v", {"stop_token_ids": "151645"})
     Traceback (most recent call last):
     ...
-    rlsft.config.ConfigError: v: stop_token_ids must be a list of token ids (ints >= 0), like [151645, 151643]; got '151645'
+    rlsft.errors.ConfigError: v: stop_token_ids must be a list of token ids (ints >= 0), like [151645, 151643]; got '151645'
     """
     ids = vs.get("stop_token_ids", [])
     if not isinstance(ids, list) or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in ids):
