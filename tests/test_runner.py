@@ -223,6 +223,18 @@ def test_from_runs_that_stage_and_all_later_ones(pipeline):
     assert stage_events(r.out) == {s: ["skipped"] for s in STAGES[start:]}
 
 
+def test_a_stage_with_nothing_to_do_is_skipped_with_its_reason(tmp_path):
+    """train in a completions-only profile: skipped with the reason, never required by hand (issue 21)."""
+    if not (REPO.parent / "shared" / "real").is_dir():
+        pytest.skip("../shared/real (the real completions) is not beside the checkout")
+    r = run_runner("--profile", "real-qwen-math-1.5b", "--results", tmp_path / "r", "--dry-run", "--until", "samples")
+    assert r.rc == 0, tail(r.out)
+    plan = dict((nb, v) for nb, _, v in dry_run_plan(r.stdout))
+    assert plan["10_train.ipynb"] == "would skip (nothing to do: no variant has a recipe (all are models or " \
+                                     "imported completions))", plan
+    assert plan["20_sample.ipynb"].startswith("would run")
+
+
 def test_selection_errors(pipeline):
     r = run_runner("--profile", "ci", "--results", pipeline.results, "--only", "nope")
     assert r.rc == 2 and "unknown stage 'nope'" in r.stderr and "Traceback" not in r.out

@@ -116,6 +116,17 @@ def trainable(profile: dict) -> list[tuple[str, str]]:
     return [(f, v) for f, s in profile["families"].items() for v, vs in s["variants"].items() if "recipe" in vs]
 
 
+def nothing_to_do(profile: dict) -> str | None:
+    """Why the runner may skip this stage for ``profile`` (no variant is trained here), or None.
+
+    >>> nothing_to_do({"families": {"f": {"variants": {"Base": {"model": "m"}, "RL": {"completions": "r.jsonl"}}}}})
+    'no variant has a recipe (all are models or imported completions)'
+    >>> nothing_to_do({"families": {"f": {"variants": {"Base": {"recipe": "pretrain"}}}}}) is None
+    True
+    """
+    return None if trainable(profile) else "no variant has a recipe (all are models or imported completions)"
+
+
 def trained_table(records: list[dict]) -> pd.DataFrame:
     """``trained.csv``: one row per trained variant (``TRAINED_COLUMNS``)."""
     return pd.DataFrame([{"family": r.get("family"), "variant": r["variant"], "recipe": r["recipe"], "from": r["from"],
