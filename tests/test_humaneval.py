@@ -24,6 +24,7 @@ INFO = sandbox_info()
 needs_uid_drop = pytest.mark.skipif(not INFO["privilege_drop"],
                                     reason="needs root: throw-away uid, RLIMIT_NPROC, kill-by-uid")
 needs_netns = pytest.mark.skipif(not INFO["netns"], reason="no network namespace (needs CAP_SYS_ADMIN)")
+needs_chroot = pytest.mark.skipif(not INFO["chroot"], reason="no private root (needs CAP_SYS_ADMIN)")
 
 STUB_PROMPT = "def f(*args):\n"
 CHECK_CALLS = "def check(candidate):\n    candidate()\n"
@@ -46,9 +47,16 @@ def no_leftovers():
     before_dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "rlsft-sandbox-*")))
     before_procs = set(sandbox_processes())
     yield
-    assert set(sandbox_processes()) <= before_procs, "sandbox processes left behind"
-    after_dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "rlsft-sandbox-*")))
-    assert after_dirs <= before_dirs, "sandbox work folders left behind"
+
+    def leftovers():
+        dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "rlsft-sandbox-*")))
+        return dirs - before_dirs, set(sandbox_processes()) - before_procs
+    deadline = time.monotonic() + 10    # those of concurrent runs (a shared machine) go away
+    while any(leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    dirs, procs = leftovers()
+    assert not procs, "sandbox processes left behind"
+    assert not dirs, "sandbox work folders left behind"
 
 
 # ------------------------------------------------------------------------------ correct / wrong
@@ -224,56 +232,58 @@ def _sentinel():
     return folder, sentinel
 
 
-def _deletion_test(sentinel: Path) -> str:
-    # check() asserts the program could READ the sentinel: proof that it reached the file
-    return f"def check(candidate):\n    assert candidate() == 'keep'\n"
+# check() asserts that every attempt raised OSError (or TypeError: a function the guard set to
+# None), i.e. the program ran to the end and reached nothing
+ALL_REFUSED_TEST = ("def check(candidate):\n    out = candidate()\n"
+                    "    assert out and all(o in ('OSError', 'TypeError') for o in out), out\n")
 
 
-def test_file_deletion_is_blocked(no_leftovers):
+def _attempts(*lambdas: str) -> str:
+    return ("    out = []\n"
+            f"    for attempt in ({', '.join(lambdas)},):\n"
+            "        try:\n"
+            "            attempt()\n"
+            "            out.append('done')\n"
+            "        except OSError:\n"
+            "            out.append('OSError')\n"
+            "        except TypeError:\n"
+            "            out.append('TypeError')\n"
+            "    return out\n")
+
+
+def test_file_access_is_blocked(no_leftovers):
+    """The sentinel is world-readable in a world-readable folder: still neither readable nor
+    deletable from the sandbox (no such file in its root; the audit hook without root)."""
     folder, sentinel = _sentinel()
+    s, d = str(sentinel), str(folder)
     try:
-        body = (f"    import os, shutil\n"
-                f"    text = open({str(sentinel)!r}).read()\n"
-                f"    for attempt in (lambda: os.remove({str(sentinel)!r}),\n"
-                f"                    lambda: os.unlink({str(sentinel)!r}),\n"
-                f"                    lambda: shutil.rmtree({str(folder)!r}),\n"
-                f"                    lambda: os.rename({str(sentinel)!r}, {str(sentinel)!r} + '.x')):\n"
-                f"        try:\n"
-                f"            attempt()\n"
-                f"        except Exception:\n"
-                f"            pass\n"
-                f"    return text\n")
-        r = run_hostile(body, test=_deletion_test(sentinel))
-        assert r["status"] == "passed", r        # it ran and read the file ...
-        assert sentinel.read_text() == "keep"    # ... but could not delete it
+        body = "    import os, shutil\n" + _attempts(
+            f"lambda: open({s!r}).read()", f"lambda: os.remove({s!r})", f"lambda: os.unlink({s!r})",
+            f"lambda: shutil.rmtree({d!r})", f"lambda: os.rename({s!r}, {s!r} + '.x')",
+            f"lambda: os.listdir({d!r})")
+        r = run_hostile(body, test=ALL_REFUSED_TEST)
+        assert r["status"] == "passed", r        # it ran, and every attempt failed
+        assert sentinel.read_text() == "keep"
         assert sorted(p.name for p in folder.iterdir()) == ["sentinel.txt"]
     finally:
         sentinel.unlink()
         folder.rmdir()
 
 
-@needs_uid_drop
-def test_file_deletion_bypassing_the_guard_is_blocked(no_leftovers):
-    """posix.* and open() get past the Python guard; file permissions (throw-away uid) do not."""
+@needs_chroot
+def test_file_access_bypassing_the_guard_is_blocked(no_leftovers):
+    """Without the Python guards (posix.* directly): the private root alone hides the file."""
     folder, sentinel = _sentinel()
     s, d = str(sentinel), str(folder)
     try:
-        body = (f"    import posix\n"
-                f"    text = open({s!r}).read()\n"
-                f"    errors = 0\n"
-                f"    for attempt in (lambda: posix.unlink({s!r}), lambda: posix.rmdir({d!r}),\n"
-                f"                    lambda: posix.rename({s!r}, {s!r} + '.x'),\n"
-                f"                    lambda: open({s!r}, 'w').write('gone'),\n"
-                f"                    lambda: open({d!r} + '/new.txt', 'w').write('x'),\n"
-                f"                    lambda: posix.chmod({s!r}, 0o777)):\n"
-                f"        try:\n"
-                f"            attempt()\n"
-                f"        except PermissionError:\n"
-                f"            errors += 1\n"
-                f"    assert errors == 6, errors\n"
-                f"    return text\n")
-        r = run_hostile(body, test=_deletion_test(sentinel))
-        assert r["status"] == "passed", r        # every attempt raised PermissionError
+        body = "    import posix\n" + _attempts(
+            f"lambda: open({s!r}).read()", f"lambda: posix.unlink({s!r})",
+            f"lambda: posix.rmdir({d!r})", f"lambda: posix.rename({s!r}, {s!r} + '.x')",
+            f"lambda: open({s!r}, 'w').write('gone')", f"lambda: open({d!r} + '/new.txt', 'w')",
+            f"lambda: posix.chmod({s!r}, 0o777)", "lambda: open('/etc/passwd').read()")
+        r = run_hostile(body, test=ALL_REFUSED_TEST, python_guards=False)
+        assert r["status"] == "passed", r
+        assert "audit-hook" not in " ".join(r["enforced"])
         assert sentinel.read_text() == "keep"
         assert sorted(p.name for p in folder.iterdir()) == ["sentinel.txt"]
         assert oct(sentinel.stat().st_mode & 0o777) == "0o644"
@@ -368,16 +378,25 @@ RAW_CONNECT = ("    import ctypes, struct\n"
                "    return ['connected' if rc == 0 else 'connect errno %d' % ctypes.get_errno()]\n")
 
 
+def test_raw_network_calls_are_refused_by_the_guard(server, no_leftovers):
+    r = run_hostile(RAW_CONNECT.format(port=server.port), test=NO_CONNECTION_TEST)
+    assert r["status"] == "error" and "ctypes" in r["detail"], r     # ctypes is refused
+    time.sleep(0.3)
+    assert server.accepted == 0
+
+
 @needs_netns
 def test_network_bypassing_the_guard_is_blocked(server, no_leftovers):
-    """A raw libc connect gets past the Python socket block; the network namespace does not,
-    and without the namespace the same program does connect (so the namespace is what stops it)."""
-    r = run_hostile(RAW_CONNECT.format(port=server.port), test=NO_CONNECTION_TEST)
+    """Without the Python guards a raw libc connect gets past any socket block; the network
+    namespace does not, and without the namespace the same program does connect (so the
+    namespace is what stops it)."""
+    r = run_hostile(RAW_CONNECT.format(port=server.port), test=NO_CONNECTION_TEST,
+                    python_guards=False)
     assert r["status"] == "passed", r
     time.sleep(0.3)
     assert server.accepted == 0
     unprotected = run_hostile(RAW_CONNECT.format(port=server.port), test=NO_CONNECTION_TEST,
-                              isolate_network=False)
+                              isolate_network=False, python_guards=False)
     assert unprotected["status"] == "failed"     # it connected: the bypass is real
     deadline = time.monotonic() + 3
     while server.accepted == 0 and time.monotonic() < deadline:
@@ -406,5 +425,10 @@ def test_big_file_and_output_flood_are_contained(no_leftovers):
 
 def test_sandbox_info_reports_protections():
     assert "RLIMIT_AS" in INFO["enforced"] and "reliability-guard" in INFO["enforced"]
+    assert INFO["audit_hook"] is True
     if os.geteuid() == 0:
         assert INFO["privilege_drop"] is True
+        # the judge runs under a uid of its own, different from the candidate's
+        judge_uid = [e for e in INFO["judge_enforced"] if e.startswith("uid=")]
+        cand_uid = [e for e in INFO["enforced"] if e.startswith("uid=")]
+        assert judge_uid and cand_uid and judge_uid != cand_uid
