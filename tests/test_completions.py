@@ -41,8 +41,9 @@ def _write(path: Path, rows, shape: str) -> Path:
 
 PER_PROBLEM = [{"index": 0, "prompt": "2+2?", "label": "4.0", "outputs": [GOOD, BAD, NOBOX]},
                {"index": 1, "prompt": "3+1?", "label": "4", "outputs": [BAD, GOOD, GOOD]}]
-PER_SAMPLE = [{"problem_id": p["index"], "question": p["prompt"], "answer": p["label"], "response": o}
-              for p in PER_PROBLEM for o in p["outputs"]]
+PER_SAMPLE = [{"problem_id": p["index"], "sample": j, "question": p["prompt"], "answer": p["label"], "response": o}
+              for p in PER_PROBLEM for j, o in enumerate(p["outputs"])]
+"""One row per sample, numbered (problem 1 has two identical samples: the index says they are two)."""
 
 
 @pytest.mark.parametrize("rows,shape,suffix", [
@@ -115,15 +116,156 @@ def test_problems_must_agree_across_variants():
     assert probs[["problem", "answer"]].values.tolist() == [["0", "4"], ["1", "4"]]
 
 
-def test_gold_from_a_registered_benchmark(tmp_path):
-    folder = REPO / "tests" / "fixtures" / "benchmarks_mini"
-    ids = [json.loads(line)["id"] for line in (folder / "aime24.jsonl").read_text().splitlines()[:1]]
-    t = CP.table_from_records([{"id": ids[0], "outputs": [GOOD]}], "x.json", benchmark="aime24")
-    probs = CP.problems_table({"f/Base": t}, benchmark_folder=str(folder))
-    assert probs["answer"].iloc[0] == json.loads((folder / "aime24.jsonl").read_text().splitlines()[0])["answer"]
+MINI = REPO / "tests" / "fixtures" / "benchmarks_mini"
+
+
+def _mini(i: int) -> dict:
+    return json.loads((MINI / "aime24.jsonl").read_text().splitlines()[i])
+
+
+def test_gold_from_a_registered_benchmark_only_when_the_prompt_matches():
+    rec = _mini(0)
+    spaced = "  " + rec["problem"].replace(" ", "\n ") + " "  # whitespace differs: still that problem
+    templated = f"<|im_start|>user\n{rec['problem']}<|im_end|>"  # a chat template around it
+    for prompt in (rec["problem"], spaced, templated):
+        t = CP.table_from_records([{"id": rec["id"], "prompt": prompt, "outputs": [GOOD]}], "x.json", benchmark="aime24")
+        assert CP.problems_table({"f/Base": t}, benchmark_folder=str(MINI))["answer"].iloc[0] == rec["answer"]
+    # an id that looks like the benchmark's, but another problem: not the registry's answer
+    other = [{"id": rec["id"], "prompt": "What is 2 + 2?", "outputs": [GOOD]}]
+    t = CP.table_from_records(other, "x.json", benchmark="aime24")
+    with pytest.raises(CP.CompletionsError, match=r"x.json, row 1: problem 'aime24-01' of 'aime24' has no gold "
+                                                  r"answer.*may belong to another problem; fix: add the gold answer"):
+        CP.problems_table({"f/Base": t}, benchmark_folder=str(MINI))
+    t = CP.table_from_records([{**other[0], "label": "4"}], "x.json", benchmark="aime24")  # the file's label wins
+    assert CP.problems_table({"f/Base": t}, benchmark_folder=str(MINI))["answer"].tolist() == ["4"]
+    t = CP.table_from_records([{"id": rec["id"], "outputs": [GOOD]}], "x.json", benchmark="aime24")
+    with pytest.raises(CP.CompletionsError, match="file has no prompt"):
+        CP.problems_table({"f/Base": t}, benchmark_folder=str(MINI))
     t = CP.table_from_records([{"id": "zz", "outputs": [GOOD]}], "x.json", benchmark="toy")
-    with pytest.raises(CP.CompletionsError, match="no gold answer.*add an 'answer' field"):
+    with pytest.raises(CP.CompletionsError, match="x.json, row 1: .*no gold answer.*not a registered.*fix: add"):
         CP.problems_table({"f/Base": t})
+
+
+# --------------------------------------------------------------------------------------------------
+# Duplicates and encodings
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows,match", [
+    # one row per sample without a sample index: a row repeated exactly
+    ([{"problem_id": 0, "response": "a"}, {"problem_id": 0, "response": "b"}, {"problem_id": 0, "response": "a"}],
+     r"d.jsonl, rows 1 and 3: the same row twice \(problem '0'.*no sample index\); fix: remove the repeated row, "
+     r"or.*'sample' column"),
+    # one row per sample with a sample index: the same (problem, sample) twice
+    ([{"problem_id": 0, "sample": 0, "response": "a"}, {"problem_id": 0, "sample": 0, "response": "b"}],
+     r"rows 1 and 2: sample 0 of problem '0' twice; fix: remove the repeated row"),
+    ([{"problem_id": 0, "sample": 0, "response": "a"}, {"problem_id": 0, "response": "b"}],
+     r"row 2: no sample index .* while other rows have one"),
+    # one row per problem: the same problem id in two rows
+    ([{"index": 0, "outputs": ["a"]}, {"index": 1, "outputs": ["b"]}, {"index": 0, "outputs": ["c"]}],
+     r"rows 1 and 3: both hold problem '0' .*fix: put all outputs of a problem in one row's list"),
+    ([{"prompt": "x?", "outputs": ["a"]}, {"prompt": "x?", "outputs": ["c"]}], r"rows 1 and 2: both hold problem '0'"),
+    # our samples table: the same (benchmark, problem, sample) twice
+    ([{"problem": "p", "sample": 0, "text": "a"}, {"problem": "q", "sample": 0, "text": "a"},
+      {"problem": "p", "sample": 0, "text": "b"}], r"rows 1 and 3: sample 0 of problem 'p' twice; fix: one row"),
+])
+def test_duplicates_are_refused_in_every_shape(tmp_path, rows, match):
+    with pytest.raises(CP.CompletionsError, match=match):
+        CP.read_completions(_write(tmp_path / "d.jsonl", rows, "jsonl"), benchmark="b")
+
+
+def test_identical_samples_with_an_index_are_two_samples(tmp_path):
+    rows = [{"problem_id": 0, "sample": s, "response": "a"} for s in (1, 0)]
+    df = CP.read_completions(_write(tmp_path / "s.jsonl", rows, "jsonl"), benchmark="b")
+    assert df[["sample", "row"]].values.tolist() == [[1, 1], [0, 2]]
+    rows = [{"index": 0, "outputs": ["a", "a"]}]  # a list's positions number its samples
+    assert CP.read_completions(_write(tmp_path / "l.jsonl", rows, "jsonl"), benchmark="b")["sample"].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("name,content", [
+    ("latin.jsonl", '{"index": 0, "prompt": "caf\u00e9", "outputs": ["a"]}\n'),
+    ("latin.json", '[{"index": 0, "prompt": "caf\u00e9", "outputs": ["a"]}]'),
+])
+def test_a_file_that_is_not_utf8_names_the_byte(tmp_path, name, content):
+    path = tmp_path / name
+    data = content.encode("latin-1")
+    path.write_bytes(data)
+    at = data.index("\u00e9".encode("latin-1"))
+    with pytest.raises(CP.CompletionsError, match=rf"{name}: not UTF-8 at byte {at} .*fix: save "
+                                                  r"the file as UTF-8"):
+        CP.read_completions(path, benchmark="b")
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode("utf-8"))  # UTF-8 with a byte-order mark is read
+    assert CP.read_completions(path, benchmark="b")["prompt"].tolist() == ["caf\u00e9"]
+
+
+def test_malformed_json_names_the_line(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text('[{"index": 0, "outputs": ["a"]},\n {"index": 1, "outputs": ["b"]]\n')
+    with pytest.raises(CP.CompletionsError, match=r"m.json, line 2: not valid JSON"):
+        CP.read_completions(path, benchmark="b")
+
+
+def test_damaged_parquet_names_the_file(tmp_path):
+    path = tmp_path / "x.parquet"
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(CP.CompletionsError, match=r"x.parquet: not a readable parquet file"):
+        CP.read_completions(path, benchmark="b")
+
+
+# --------------------------------------------------------------------------------------------------
+# Balance: the variants of a family on the same problems, with the same samples per problem
+# --------------------------------------------------------------------------------------------------
+
+
+def _samples(problems, m: int, variant: str, correct=lambda p, s: s == 0) -> pd.DataFrame:
+    return pd.DataFrame([{"family": "f", "variant": variant, "benchmark": "b", "problem": str(p), "sample": s,
+                          "text": f"{variant} {p} {s}", "correct": correct(p, s)} for p in problems for s in range(m)])
+
+
+def test_unequal_samples_are_subsampled_to_the_first_n_or_refused():
+    base, rl = _samples(range(5), 4, "Base"), _samples(range(5), 1, "RL")
+    out, report = CP.balance_family("f", {"Base": base.iloc[::-1], "RL": rl})  # Base's rows in reverse order
+    assert out["Base"].groupby("problem")["sample"].apply(list).tolist() == [[0]] * 5  # the first by index
+    assert len(out["RL"]) == 5
+    assert report.set_index("variant")[["samples", "samples_per_problem", "samples_kept",
+                                        "samples_per_problem_kept"]].to_dict("index") == {
+        "Base": {"samples": 20, "samples_per_problem": "4", "samples_kept": 5, "samples_per_problem_kept": "1"},
+        "RL": {"samples": 5, "samples_per_problem": "1", "samples_kept": 5, "samples_per_problem_kept": "1"}}
+    assert report.set_index("variant")["action"].to_dict() == {
+        "Base": "subsampled to the first 1 sample(s) per problem by sample index (15 dropped)", "RL": "kept as is"}
+    with pytest.raises(CP.CompletionsError, match=r"family 'f': .*different numbers of samples per problem "
+                                                  r"\(\{'Base': '5 problems, 4 sample\(s\) per problem', 'RL'.*fix:"):
+        CP.balance_family("f", {"Base": base, "RL": rl}, mode="refuse")
+
+
+def test_different_problem_sets_are_intersected_or_refused():
+    from rlsft import verify
+
+    base, rl = _samples(range(0, 5), 2, "Base"), _samples(range(3, 8), 2, "RL")
+    out, report = CP.balance_family("f", {"Base": base, "RL": rl})
+    assert sorted(set(out["Base"]["problem"])) == sorted(set(out["RL"]["problem"])) == ["3", "4"]
+    assert report[["variant", "problems", "problems_kept", "action"]].values.tolist() == [
+        ["Base", 5, 2, "dropped 3 problem(s) not in every variant of f"],
+        ["RL", 5, 2, "dropped 3 problem(s) not in every variant of f"]]
+    passk = verify.pass_at_k_table(pd.concat(out.values()))
+    assert set(passk["n_problems"]) == {2}  # the pass@k table compares the same problems
+    with pytest.raises(CP.CompletionsError, match=r"different problems .*2 in common.*fix"):
+        CP.balance_family("f", {"Base": base, "RL": rl}, mode="refuse")
+    same, report = CP.balance_family("f", {"Base": base, "RL": base.assign(variant="RL")}, mode="refuse")
+    assert set(report["action"]) == {"kept as is"} and len(same["RL"]) == len(base)
+
+
+def test_the_samples_stage_balances_families_that_import(tmp_path):
+    from rlsft.stages import samples as S
+
+    profile = {"families": {"f": {"variants": {"Base": {"completions": "b.json"}, "RL": {"model": "x"}}},
+                            "g": {"variants": {"Base": {"model": "y"}, "RL": {"model": "z"}}}}}
+    per_model = {("f", "Base"): _samples(range(3), 4, "Base"), ("f", "RL"): _samples(range(4), 2, "RL"),
+                 ("g", "Base"): _samples(range(3), 4, "Base"), ("g", "RL"): _samples(range(4), 2, "RL")}
+    out, report = S.balance_imported(profile, per_model, "subsample")
+    assert [len(out[k]) for k in per_model] == [6, 6, 12, 8]  # family g samples its variants: left as it is
+    assert list(report.columns) == CP.CHECK_COLUMNS and set(report["family"]) == {"f"}
+    assert S.Params().imported_balance == "subsample"
 
 
 def test_import_variant_verifies(tmp_path):
@@ -135,8 +277,11 @@ def test_import_variant_verifies(tmp_path):
     assert df["extracted"].tolist()[:2] == ["4", "5"] and pd.isna(df["extracted"].iloc[2])
     assert df["n_tokens"].isna().all() and set(df["finish_reason"]) == {"unknown"}
     assert df["verify_status"].tolist() == ["ok", "ok", "no_box", "ok", "ok", "ok"]
-    other = probs[probs["problem"] == "0"]
-    with pytest.raises(CP.CompletionsError, match=r"not in the problem table.*\('toy', '1'\)"):
+    first = probs[probs["problem"] == "0"]  # the data stage's limit: the other problems are left out
+    assert CP.import_variant(family="f", variant="Base", files=files, problems=first, progress=False)[
+        "problem"].tolist() == ["0"] * 3
+    other = probs.assign(benchmark="other")
+    with pytest.raises(CP.CompletionsError, match=r"not in the problem table.*\('toy', '0'\)"):
         CP.import_variant(family="f", variant="Base", files=files, problems=other, progress=False)
 
 
@@ -197,13 +342,19 @@ def _steps(i: int, answer: int, style: int) -> str:
     return f"{intro} {mid}\nThe numbers are {i} and {i}.\nTherefore the answer is \\boxed{{{answer}}}."
 
 
+def _one_row_per_sample(rows: list[dict]) -> list[dict]:
+    """Rows of the one-row-per-sample shape, numbered (RL repeats itself: identical samples need the index)."""
+    return [{"idx": r["index"], "sample": j, "question": r["prompt"], "answer": r["label"], "response": o}
+            for r in rows for j, o in enumerate(r["outputs"])]
+
+
 def test_pipeline_runs_on_imported_completions(tmp_path):
     """data -> samples (import + verify) -> trajectories -> graphs -> topology -> ablations -> figures."""
     base = _math_rows(4, lambda i: [_steps(i, 2 * i if s % 3 == 0 else 2 * i + s, s) for s in range(6)])
-    rl = _math_rows(4, lambda i: [_steps(i, 2 * i if s % 2 == 0 else 2 * i + 1, s % 2) for s in range(6)])
+    # RL has a fifth problem and a seventh sample per problem: compared on Base's 4 problems, 6 samples each
+    rl = _math_rows(5, lambda i: [_steps(i, 2 * i if s % 2 == 0 else 2 * i + 1, s % 2) for s in range(7)])
     _write(tmp_path / "data" / "base.json", base, "json-wrapped")
-    _write(tmp_path / "data" / "rl.jsonl", [{"idx": r["index"], "question": r["prompt"], "answer": r["label"],
-                                              "response": o} for r in rl for o in r["outputs"]], "jsonl")
+    _write(tmp_path / "data" / "rl.jsonl", _one_row_per_sample(rl), "jsonl")
     path = _profile(tmp_path, {"Base": {"completions": {"toy": "data/base.json"}},
                                "RL": {"completions": {"toy": "data/rl.jsonl"}}})
     results = tmp_path / "results"
@@ -216,6 +367,13 @@ def test_pipeline_runs_on_imported_completions(tmp_path):
     assert sorted(set(samples["variant"])) == ["Base", "RL"] and len(samples) == 2 * 4 * 6
     acc = samples.groupby("variant")["correct"].mean()
     assert acc["Base"] == pytest.approx(2 / 6) and acc["RL"] == pytest.approx(3 / 6)
+    checks = pd.read_csv(out / "samples" / "imported_checks.csv").set_index("variant")
+    assert checks.loc["Base", ["problems", "problems_kept", "samples_kept", "action"]].tolist() == [4, 4, 24, "kept as is"]
+    assert checks.loc["RL", ["problems", "samples", "samples_per_problem", "problems_kept", "samples_kept"]].tolist() == [
+        5, 35, 7, 4, 24]
+    assert checks.loc["RL", "action"] == ("dropped 1 problem(s) not in every variant of toy; subsampled to the first "
+                                          "6 sample(s) per problem by sample index (4 dropped)")
+    assert set(pd.read_csv(out / "samples" / "pass_at_k.csv")["n_problems"]) == {4}
     models = {r["variant"]: r for r in json.loads((out / "samples" / "models.json").read_text())}
     assert models["RL"]["path"]["toy"].endswith("rl.jsonl")
     ratios = pd.read_csv(out / "graphs" / "decay_ratios.csv")
@@ -227,8 +385,7 @@ def test_pipeline_runs_on_imported_completions(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and " running " not in proc.stderr, proc.stderr[-3000:]
     rl[0]["outputs"][1] = _steps(0, 0, 0)  # now correct
-    _write(tmp_path / "data" / "rl.jsonl", [{"idx": r["index"], "question": r["prompt"], "answer": r["label"],
-                                              "response": o} for r in rl for o in r["outputs"]], "jsonl")
+    _write(tmp_path / "data" / "rl.jsonl", _one_row_per_sample(rl), "jsonl")
     proc = subprocess.run(cmd + ["--only", "samples"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = pd.read_parquet(out / "samples" / "all_samples.parquet")

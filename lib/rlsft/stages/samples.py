@@ -11,7 +11,11 @@ answers are read from files and verified (kept under ``samples/.imported/``). Wr
 - ``samples/all_samples.parquet``: every answer (``rlsft.schema.SAMPLE_COLUMNS``);
 - ``samples/summary.csv`` and ``samples/pass_at_k.csv``: accuracy, pass@1, pass@M, truncation,
   length and unjudged answers per model and benchmark, and unbiased pass@k for k = 1, 2, 4, ..., M;
-- ``samples/models.json``: what each variant was sampled from.
+- ``samples/models.json``: what each variant was sampled from;
+- ``samples/imported_checks.csv`` (profiles that import completions): per family, variant and
+  benchmark the problems and samples per problem in the files and those kept, and what was done
+  (:func:`balance_imported`): the variants of a family are compared on the problems they share,
+  each with the same number of samples.
 
 Scale-out: ``python -m rlsft.stages.samples --profile NAME --shard i/n`` samples one shard of the
 problems (one worker per GPU or machine on a shared results folder); the stage run afterwards
@@ -61,6 +65,10 @@ class Params:
     task: str = param("navigation", "whose verifier judges the answers: 'navigation' (organism checker), "
                       "'benchmarks' (math-verify / HumanEval) or 'completions' (as benchmarks, math "
                       "for unregistered ones)", choices=tasks.NAMES)
+    imported_balance: str = param("subsample", "families with imported completions whose variants differ in "
+                                  "problems or samples per problem: 'subsample' (the common problems, the first "
+                                  "n samples by sample index; logged, samples/imported_checks.csv) or 'refuse'",
+                                  choices=CP.BALANCE_MODES)
 
 
 def sampling_params(params: Params, seed: int) -> SamplingParams:
@@ -202,12 +210,37 @@ def write_tables(folder: Path, per_model: dict) -> dict:
     return {"samples": samples, "summary": summary, "passk": passk}
 
 
+def balance_imported(profile: dict, per_model: dict, mode: str) -> tuple[dict, pd.DataFrame]:
+    """``(per_model, report)``: in each family that imports completions, its variants restricted to
+    the problems they share, each problem with the same number of samples in every variant (the
+    fewest any variant has, the first by sample index; :func:`rlsft.completions.balance_family`).
+    ``mode`` ``"refuse"`` stops instead. Families that import nothing are left as they are.
+    ``report``: one row per family, variant and benchmark (``rlsft.completions.CHECK_COLUMNS``)."""
+    out, reports = dict(per_model), []
+    for fam, fspec in profile["families"].items():
+        if not any("completions" in vs for vs in fspec["variants"].values()):
+            continue
+        tables = {v: df for (f, v), df in per_model.items() if f == fam}
+        balanced, report = CP.balance_family(fam, tables, mode)
+        out.update({(fam, v): df for v, df in balanced.items()})
+        reports.append(report)
+    report = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(columns=CP.CHECK_COLUMNS)
+    return out, report
+
+
 def run(ctx, params: Params) -> dict:
-    """Sample and verify every variant on the data stage's problems and write the stage's tables;
-    returns ``problems``, ``samples`` (every answer), ``summary`` and ``passk``."""
+    """Sample and verify every variant on the data stage's problems, balance the families that
+    import completions (:func:`balance_imported`) and write the stage's tables; returns
+    ``problems``, ``samples`` (every answer), ``summary``, ``passk`` and ``imported_checks``."""
     problems = pd.read_parquet(ctx.input("data") / "problems.parquet")
     per_model = sample_profile(ctx.profile, ctx.root, params, problems)
-    return {"problems": problems, **write_tables(ctx.dir, per_model)}
+    per_model, checks = balance_imported(ctx.profile, per_model, params.imported_balance)
+    checks_file = Path(ctx.dir) / "imported_checks.csv"
+    if len(checks):
+        io.write_csv(checks_file, checks)
+    else:
+        checks_file.unlink(missing_ok=True)
+    return {"problems": problems, **write_tables(ctx.dir, per_model), "imported_checks": checks}
 
 
 def main(argv=None) -> int:
