@@ -146,8 +146,10 @@ def test_missing_files_say_not_computed_yet(fake):
     unique = _section(html, "unique")
     assert R.NOT_COMPUTED in unique and "trajectories/unique_ratios.csv" in unique
     assert "<table" not in unique
-    for sid in ("decay", "accuracy", "figures", "manifest"):
+    for sid in ("accuracy", "figures", "manifest"):
         assert R.NOT_COMPUTED not in _section(html, sid)
+    decay = _section(html, "decay")  # the ratios are there; the geomeans and visited fractions (newer) are not
+    assert "headline_decay_ratios.csv</code> is missing" not in decay and "headline_visited.csv</code> is missing" in decay
     # an empty results folder: every section says so, no numbers appear
     empty = fake.parent / "empty"
     empty.mkdir()
@@ -252,7 +254,8 @@ tail
 
 def test_readme_block_numbers_and_missing(fake):
     block = readme_block(fake)
-    assert "| frequency | RL/Base | 2.41 | [1.88, 3.02] | 2.5 | yes |" in block
+    # a headline written before the decomposition existed: its parts read "—", its True flag "yes"
+    assert "| frequency | RL/Base | 2.41 | [1.88, 3.02] | — | — | — | 2.5 | yes | yes |" in block
     assert "1/3" in block
     assert "| Base | 0.623 |" in block and "| SFT | 0.500 |" in block
     assert f"({R.NOT_COMPUTED}" in block and "unique_ratios.csv" in block
@@ -434,3 +437,52 @@ def test_report_renders_every_headline_column():
     from rlsft import headline as H
 
     assert set(R._ACCURACY_LABELS) == set(H.ACCURACY_COLUMNS)
+
+
+# ------------------------------------------------------------------ decomposition, geomeans, visited
+
+DECAY_PARTS_CSV = """family,metric,comparison,n_problems,ratio,ci_low,ci_high,node_ratio,node_ci_low,node_ci_high,shape_ratio,shape_ci_low,shape_ci_high,parts_product,matched_ratio,matched_ci_low,matched_ci_high,matched_agrees,n_nodes_after,n_nodes_before,paper_value,expected_direction,agrees,note,seed_min,seed_max
+organism,frequency,RL/Base,100,1.5736,1.4405,1.7466,1.3103,1.2,1.4,1.1812,1.05,1.3,1.5477,1.2,1.1,1.31,yes,29,38,2.5,up,yes,,1.5,1.6
+organism,frequency,SFT/Base,100,1.0096,0.9488,1.098,1.0,1.0,1.0,1.01,0.95,1.1,1.01,1.0,0.9,1.1,unclear,38,38,0.3333333333333333,down,unclear,,1.0,1.02
+"""
+GEOMEAN_CSV = """comparison,n_ratios,ratio,ci_low,ci_high,node_ratio,node_ci_low,node_ci_high,shape_ratio,shape_ci_low,shape_ci_high,paper_value,expected_direction,agrees,shape_agrees
+RL/Base,3,1.3876,1.31,1.46,1.3589,1.3,1.42,1.03,0.97,1.09,2.5,up,yes,unclear
+"""
+VISITED_CSV = """family,variant,n_graphs,median_visited,median_k_used,median_visited_fraction,saturated
+organism,Base,100,38.0,40.0,0.95,True
+organism,RL,100,29.0,40.0,0.725,False
+"""
+
+
+def _parts_root(tmp_path):
+    root = tmp_path / "results" / "parts"
+    (root / "figures").mkdir(parents=True)
+    (root / "figures" / "headline_decay_ratios.csv").write_text(DECAY_PARTS_CSV)
+    (root / "figures" / "headline_decay_geomeans.csv").write_text(GEOMEAN_CSV)
+    (root / "figures" / "headline_visited.csv").write_text(VISITED_CSV)
+    return root
+
+
+def test_readme_block_and_report_show_every_part(tmp_path):
+    root = _parts_root(tmp_path)
+    block = readme_block(root)
+    assert ("| frequency | RL/Base | 1.57 | [1.44, 1.75] | 1.31 [1.20, 1.40] | 1.18 [1.05, 1.30] | 1.20 [1.10, 1.31] "
+            "| 2.5 | yes | no |") in block
+    assert "| frequency | SFT/Base | 1.01 | [0.95, 1.10] |" in block and "unclear (CI spans 1)" in block
+    assert "| RL/Base | 1.39 [1.31, 1.46] | 1.36 [1.30, 1.42] | 1.03 [0.97, 1.09] | 2.5 | yes | unclear | no |" in block
+    assert "| Base | 38.0 | 40.0 | 0.95 | yes |" in block and "| RL | 29.0 | 40.0 | 0.72 | no |" in block
+    decay = _section(build_report(root, {"name": "parts"}).read_text(), "decay")
+    for text in ("1.31 [1.20, 1.40]", "1.18 [1.05, 1.30]", "1.20 [1.10, 1.31]", "node-count part",
+                 "Geometric mean over metrics", "1.39 [1.31, 1.46]", "Visited fraction", "0.95", "median β·N"):
+        assert text in decay, text
+
+
+def test_a_table_with_only_a_note_shows_the_note(tmp_path):
+    root = _parts_root(tmp_path)
+    (root / "figures" / "headline_decay_ratios.csv").write_text(
+        "family,metric,comparison,ratio,ci_low,ci_high,agrees,note\n,,,,,,,no decay rates: stage graphs found no steps\n")
+    (root / "figures" / "headline_decay_geomeans.csv").write_text("comparison,ratio,ci_low,ci_high\n")
+    block = readme_block(root)
+    assert "no decay rates: stage graphs found no steps" in block and "has no rows" in block
+    decay = _section(build_report(root, None).read_text(), "decay")
+    assert "stage graphs found no steps" in decay and "<td>" not in decay

@@ -3,8 +3,13 @@ the HTML report and the README results block (:mod:`rlsft.report` only renders t
 
 Pure functions, DataFrames in and DataFrames out:
 
-- :func:`decay_headline`: the decay-rate ratios over all benchmarks, with the spread over
-  clustering seeds (stage ``fig_decay`` writes it as ``figures/headline_decay_ratios.csv``).
+- :func:`decay_headline`: the decay-rate ratios over all benchmarks, each with its node-count part,
+  shape part and node-count-matched control, with the spread over clustering seeds (stage
+  ``fig_decay`` writes it as ``figures/headline_decay_ratios.csv``); :func:`decomposition_notes`
+  explains rows whose parts do not multiply to the ratio; :func:`geomean_headline`: the geometric
+  means over metrics (``figures/headline_decay_geomeans.csv``).
+- :func:`ci_agreement` (the tri-state ``agrees`` of every ratio table) and :func:`magnitude_verdict`
+  (is the paper's value inside the CI?).
 - :func:`ratio_headline`: the rows of a ratio table (decay rates, unique trajectories) that the
   headline shows (:func:`present_comparisons`), each with its verdict against the paper
   (:func:`direction_verdict`, column ``direction_as_paper``).
@@ -21,10 +26,15 @@ import pandas as pd
 
 from rlsft import VARIANTS
 
-DECAY_HEADLINE_COLUMNS = ("family", "metric", "comparison", "ratio", "ci_low", "ci_high", "paper_value",
-                          "expected_direction", "agrees")
+DECAY_HEADLINE_COLUMNS = ("family", "metric", "comparison", "n_problems", "ratio", "ci_low", "ci_high",
+                          "node_ratio", "node_ci_low", "node_ci_high", "shape_ratio", "shape_ci_low", "shape_ci_high",
+                          "parts_product", "matched_ratio", "matched_ci_low", "matched_ci_high", "matched_agrees",
+                          "n_nodes_after", "n_nodes_before", "paper_value", "expected_direction", "agrees", "note")
+"""The columns of the decay headline (those the ratio table has), then ``seed_min`` / ``seed_max``."""
 VERDICT_COLUMN = "direction_as_paper"
 """The column :func:`ratio_headline` adds: ``yes`` / ``no`` / ``unclear (CI spans 1)`` / ``—``."""
+MAGNITUDE_COLUMN = "magnitude_as_paper"
+"""The column :func:`ratio_headline` adds to a table with ``paper_value``: is the paper's value in the CI?"""
 ACCURACY_COLUMNS = ("family", "variant", "benchmark", "n_problems", "M", "accuracy", "pass_at_1", "pass_at_M",
                     "truncation_rate", "mean_tokens")
 """The columns of ``samples/summary.csv`` the accuracy table keeps (those present), in this order."""
@@ -33,8 +43,10 @@ PASS_AT_1_COLUMNS = ("variant", "benchmark", "pass_at_1")
 
 
 def decay_headline(ratios: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
-    """The ratios of median β over all benchmarks (rows with ``benchmark == "all"``), with the
-    smallest and largest ratio over the clustering seeds of ``spread`` (``seed_min``, ``seed_max``).
+    """The ratios of median β over all benchmarks (rows with ``benchmark == "all"``): each with its
+    node-count part, its shape part, their product and the node-count-matched control (the columns
+    of :data:`DECAY_HEADLINE_COLUMNS` that ``ratios`` has), and the smallest and largest ratio over
+    the clustering seeds of ``spread`` (``seed_min``, ``seed_max``).
 
     >>> r = pd.DataFrame({"family": ["f"], "benchmark": ["all"], "metric": ["degree"], "comparison": ["RL/Base"],
     ...                   "ratio": [1.5], "ci_low": [1.2], "ci_high": [1.8]})
@@ -46,11 +58,104 @@ def decay_headline(ratios: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
     head = ratios[ratios["benchmark"] == "all"] if "benchmark" in ratios else ratios
     cols = [c for c in DECAY_HEADLINE_COLUMNS if c in head]
     head = head[cols].copy()
-    sp = spread.groupby(["family", "metric", "comparison"])["ratio"].agg(seed_min="min", seed_max="max").reset_index()
-    return head.merge(sp, on=["family", "metric", "comparison"], how="left")
+    keys = ["family", "metric", "comparison"]
+    if spread is None or spread.empty or not set(keys + ["ratio"]) <= set(spread.columns):
+        return head.assign(seed_min=float("nan"), seed_max=float("nan"))
+    sp = spread.groupby(keys)["ratio"].agg(seed_min="min", seed_max="max").reset_index()
+    return head.merge(sp, on=keys, how="left")
+
+
+def decomposition_notes(head: pd.DataFrame, digits: int = 2) -> list[str]:
+    """One line per row whose ``ratio`` and ``parts_product`` (node-count part x shape part) differ
+    at ``digits`` decimals, saying why: the three are medians over problems taken separately, and
+    a median of products is not the product of medians.
+
+    >>> h = pd.DataFrame({"family": "f", "metric": ["degree", "frequency"], "comparison": "RL/Base",
+    ...                   "ratio": [1.57, 2.0], "node_ratio": [1.31, 2.0], "shape_ratio": [1.18, 1.0],
+    ...                   "parts_product": [1.5458, 2.0]})
+    >>> [line[:40] for line in decomposition_notes(h)]
+    ['f degree RL/Base: β ratio 1.57, node-cou']
+    """
+    out = []
+    need = {"ratio", "node_ratio", "shape_ratio", "parts_product"}
+    if not need <= set(head.columns):
+        return out
+    for _, r in head.iterrows():
+        vals = [r["ratio"], r["parts_product"]]
+        if any(is_missing(v) for v in vals) or round(float(vals[0]), digits) == round(float(vals[1]), digits):
+            continue
+        out.append(f"{_get(r, 'family', '')} {_get(r, 'metric', '')} {_get(r, 'comparison', '')}: β ratio "
+                   f"{float(r['ratio']):.{digits}f}, node-count part x shape part = {float(r['node_ratio']):.{digits}f}"
+                   f" x {float(r['shape_ratio']):.{digits}f} = {float(r['parts_product']):.{digits}f}: each is a "
+                   f"median over problems taken on its own (median β, median N, median β·N), and a median of "
+                   f"products is not the product of medians; the problems whose β sits at the median are not "
+                   f"those whose N or β·N do.")
+    return out
+
+
+GEOMEAN_HEADLINE_COLUMNS = ("comparison", "n_ratios", "ratio", "ci_low", "ci_high", "node_ratio", "node_ci_low",
+                            "node_ci_high", "shape_ratio", "shape_ci_low", "shape_ci_high", "paper_value",
+                            "expected_direction", "agrees", "shape_agrees")
+"""The columns of the geometric-mean headline (``figures/headline_decay_geomeans.csv``)."""
+
+
+def geomean_headline(geomeans: pd.DataFrame) -> pd.DataFrame:
+    """The geometric means over metrics and families (``graphs/decay_geomeans.csv``) as the headline
+    shows them: the columns of :data:`GEOMEAN_HEADLINE_COLUMNS` it has, comparisons with a ratio.
+
+    >>> g = pd.DataFrame({"comparison": ["RL/Base", "SFT/Base"], "ratio": [1.4, float("nan")], "after": "x"})
+    >>> geomean_headline(g).values.tolist()
+    [['RL/Base', 1.4]]
+    """
+    cols = [c for c in GEOMEAN_HEADLINE_COLUMNS if c in geomeans.columns]
+    out = geomeans[cols]
+    if "ratio" in out.columns:
+        out = out[out["ratio"].notna()]
+    return out.reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------ verdicts
+
+AGREES = ("yes", "unclear", "no")
+"""The values of an ``agrees`` column (:func:`ci_agreement`); empty where there is no ratio."""
+
+
+_TOL = 1e-9
+
+
+def ci_agreement(ratio, ci_low, ci_high, direction: str) -> str | None:
+    """Does a ratio move the paper's way, judged by its 95% interval? ``"yes"`` only when the
+    interval excludes 1 on the paper's side (``direction`` ``"up"``: above 1, ``"down"``: below),
+    ``"no"`` when it excludes 1 on the other side, ``"unclear"`` when it holds 1 or is missing
+    (no bootstrap); ``None`` without a ratio.
+
+    >>> ci_agreement(2.0, 1.2, 3.0, "up"), ci_agreement(1.1, 0.9, 1.3, "up"), ci_agreement(0.5, 0.4, 0.7, "up")
+    ('yes', 'unclear', 'no')
+    >>> ci_agreement(0.5, 0.4, 0.7, "down"), ci_agreement(0.5, None, None, "down"), ci_agreement(None, 1, 2, "up")
+    ('yes', 'unclear', None)
+    """
+    if is_missing(ratio) or not math.isfinite(float(ratio)):
+        return None
+    if is_missing(ci_low) or is_missing(ci_high):
+        return "unclear"
+    lo, hi = float(ci_low), float(ci_high)
+    above, below = lo > 1.0 + _TOL, hi < 1.0 - _TOL  # an interval at 1 up to rounding holds 1
+    if not (above or below):
+        return "unclear"
+    return "yes" if (above if direction != "down" else below) else "no"
+
+
+def magnitude_verdict(paper_value, ci_low, ci_high) -> str:
+    """Is the paper's value (2.5, 1/3) inside the 95% interval? ``yes`` / ``no`` / ``—`` (no paper
+    value or no interval).
+
+    >>> magnitude_verdict(2.5, 1.9, 3.0), magnitude_verdict(2.5, 1.1, 1.4), magnitude_verdict(float("nan"), 1, 2)
+    ('yes', 'no', '—')
+    """
+    if is_missing(paper_value) or is_missing(ci_low) or is_missing(ci_high):
+        return "—"
+    return "yes" if float(ci_low) <= float(paper_value) <= float(ci_high) else "no"
+
 
 def is_missing(x) -> bool:
     """None, NaN or anything whose float is NaN (pandas' NA too); strings are not missing.
@@ -67,13 +172,18 @@ def is_missing(x) -> bool:
 
 
 def agreement_word(x) -> str:
-    """``yes`` / ``no`` / ``—`` for an agreement flag as read from a CSV (bool, ``'True'``, NaN).
+    """``yes`` / ``unclear`` / ``no`` / ``—`` for an ``agrees`` value as read from a CSV: the
+    tri-state word of :func:`ci_agreement`, or a flag of a table written before it (bool,
+    ``'True'``), or NaN.
 
-    >>> agreement_word(True), agreement_word("false"), agreement_word(float("nan"))
-    ('yes', 'no', '—')
+    >>> agreement_word("unclear"), agreement_word(True), agreement_word("false"), agreement_word(float("nan"))
+    ('unclear', 'yes', 'no', '—')
     """
     if isinstance(x, str):
-        x = {"true": True, "false": False}.get(x.strip().lower())
+        word = x.strip().lower()
+        if word in AGREES:
+            return word
+        x = {"true": True, "false": False}.get(word)
     if is_missing(x):
         return "—"
     return "yes" if bool(x) else "no"
@@ -95,18 +205,24 @@ def direction_verdict(row) -> str:
     lo, hi = _get(row, "ci_low"), _get(row, "ci_high")
     if not (is_missing(lo) or is_missing(hi)) and float(lo) <= 1.0 <= float(hi):
         return "unclear (CI spans 1)"
-    return agreement_word(_get(row, "agrees"))
+    word = agreement_word(_get(row, "agrees"))
+    return "unclear (no CI)" if word == "unclear" else word
 
 
 def with_verdicts(ratios: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``ratios`` with the column ``direction_as_paper`` (:func:`direction_verdict`).
+    """A copy of ``ratios`` with the column ``direction_as_paper`` (:func:`direction_verdict`) and,
+    when it has ``paper_value``, ``magnitude_as_paper`` (:func:`magnitude_verdict`).
 
-    >>> r = pd.DataFrame({"ratio": [2.4, 1.0], "ci_low": [1.9, 0.8], "ci_high": [3.0, 1.2], "agrees": [True, False]})
-    >>> with_verdicts(r)["direction_as_paper"].tolist()
-    ['yes', 'unclear (CI spans 1)']
+    >>> r = pd.DataFrame({"ratio": [2.4, 1.0], "ci_low": [1.9, 0.8], "ci_high": [3.0, 1.2], "agrees": [True, False],
+    ...                   "paper_value": [2.5, 2.5]})
+    >>> with_verdicts(r)[["direction_as_paper", "magnitude_as_paper"]].values.tolist()
+    [['yes', 'yes'], ['unclear (CI spans 1)', 'no']]
     """
     out = ratios.copy()
     out[VERDICT_COLUMN] = [direction_verdict(r) for _, r in ratios.iterrows()]
+    if "paper_value" in out.columns:
+        out[MAGNITUDE_COLUMN] = [magnitude_verdict(_get(r, "paper_value"), _get(r, "ci_low"), _get(r, "ci_high"))
+                                 for _, r in ratios.iterrows()]
     return out
 
 

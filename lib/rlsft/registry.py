@@ -23,11 +23,11 @@ from rlsft import notebooks as NB
 from rlsft.context import Context
 from rlsft.errors import ConfigError
 from rlsft.params import as_dict, build
-from rlsft.stages import (ablations, data, fig_ablations, fig_decay, fig_passk, fig_topology,
-                          fig_trajectories, graphs, samples, topology, train, trajectories)
+from rlsft.stages import (ablations, data, fig_ablations, fig_decay, fig_passk, fig_sweep, fig_topology,
+                          fig_trajectories, graphs, samples, sweep, topology, train, trajectories)
 
 MODULES = (data, train, samples, fig_passk, trajectories, fig_trajectories, graphs, fig_decay,
-           topology, fig_topology, ablations, fig_ablations)
+           topology, fig_topology, ablations, fig_ablations, sweep, fig_sweep)
 """The stage modules in run order (their notebooks' numbers agree; a test checks it)."""
 
 

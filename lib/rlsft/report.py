@@ -61,9 +61,13 @@ NOT_COMPUTED = "not computed yet"
 # the stage name is only shown in the "not computed yet" note)
 SOURCES = {
     "decay": ("figures/headline_decay_ratios.csv", "fig_decay"),
+    "geomean": ("figures/headline_decay_geomeans.csv", "fig_decay"),
+    "visited": ("figures/headline_visited.csv", "fig_decay"),
     "unique": ("trajectories/unique_ratios.csv", "trajectories"),
     "summary": ("samples/summary.csv", "samples"),
 }
+RATIO_TABLES = ("decay", "geomean", "unique")
+"""The headline tables that go through :func:`rlsft.headline.ratio_headline` (verdicts against the paper)."""
 
 # log lines that only clutter the reader's page (matplotlib's PDF font subsetting at INFO level)
 _NOISE = re.compile(r"fontTools\.|matplotlib\.font_manager|findfont:")
@@ -143,19 +147,33 @@ def _read_summary(root: Path):
         return None
 
 
+def _only_note(df) -> str:
+    """The note of a ratio table that has notes but no ratio at all ("" otherwise)."""
+    if "note" not in df.columns or "ratio" not in df.columns or df["ratio"].notna().any():
+        return ""
+    notes = [str(n) for n in dict.fromkeys(df["note"].dropna()) if str(n).strip()]
+    return "; ".join(notes)
+
+
 def headline_table(root: Path, key: str):
     """``(table, problem)``: the headline table ``key`` of :data:`SOURCES`, read from ``root``
-    (``results/<profile>``), and None; or ``(None, problem)`` with problem ``"missing"``, ``"empty"``
-    or the exception that reading raised. Ratio tables go through
+    (``results/<profile>``), and None; or ``(None, problem)`` with problem ``"missing"``, ``"empty"``,
+    ``"note: <why>"`` (a table whose rows only say why there is no ratio) or the exception that
+    reading raised. Ratio tables (:data:`RATIO_TABLES`) go through
     :func:`rlsft.headline.ratio_headline` (the comparisons of variants a family has, with the
-    verdict against the paper); the summary is returned as read."""
+    verdicts against the paper); the others are returned as read."""
     try:
         df = _read_csv(Path(root) / SOURCES[key][0])
+    except pd.errors.EmptyDataError:
+        return None, "empty"
     except Exception as exc:  # noqa: BLE001 - a broken file becomes a note, never a crash
         return None, exc
     if df is None:
         return None, "missing"
-    if key != "summary":
+    note = _only_note(df)
+    if note:
+        return None, f"note: {note}"
+    if key in RATIO_TABLES:
         df = H.ratio_headline(df, _read_summary(root))
     if df.empty:
         return None, "empty"
@@ -388,9 +406,45 @@ def _load_table(root: Path, key: str):
         return None, rel, _missing_note(root, key)
     if problem == "empty":
         return None, rel, f'<p class="missing"><code>{_esc(rel)}</code> has no rows.</p>'
+    if isinstance(problem, str) and problem.startswith("note: "):
+        return None, rel, f'<p class="missing"><code>{_esc(rel)}</code>: {_esc(problem[6:])}</p>'
     if problem is not None:
         return None, rel, _error_note(rel, problem)
     return df, rel, None
+
+
+def _value_ci(r, value: str, prefix: str = "") -> str:
+    """``"1.57 [1.40, 1.75]"`` from a row's ``value`` and ``<prefix>ci_low`` / ``<prefix>ci_high``;
+    ``—`` without a value.
+
+    >>> import pandas as pd
+    >>> _value_ci(pd.Series({"shape_ratio": 1.18, "shape_ci_low": 1.0, "shape_ci_high": 1.31}), "shape_ratio", "shape_")
+    '1.18 [1.00, 1.31]'
+    """
+    v = _get(r, value)
+    if H.is_missing(v):
+        return "—"
+    ci = fmt_ci(_get(r, f"{prefix}ci_low"), _get(r, f"{prefix}ci_high"))
+    return fmt_num(v) + ("" if ci == "—" else f" {ci}")
+
+
+def _has(df, col: str) -> bool:
+    return col in df.columns and df[col].notna().any()
+
+
+def _notes(df) -> list[str]:
+    return [str(n) for n in dict.fromkeys(df["note"].dropna()) if str(n).strip()] if "note" in df.columns else []
+
+
+DECOMPOSITION_TEXT = (
+    "β is fitted on the raw rank R = 1..N (PAPER.md §6.4), so for the same shape of decay a graph that "
+    "visits half as many nodes has twice the β. Each ratio is therefore shown with its node-count part "
+    "(median N before / median N after; N = nodes in the fit) and its shape part (median β·N after / "
+    "before: the slope against R/N), from the same bootstrap of problems: β ratio ≈ node-count part × "
+    "shape part (medians taken separately, so not exactly). The node-count-matched ratio refits β after "
+    "cutting the larger graph down to the other's node count (random response orders, median over draws): "
+    "a direction that survives it is about shape, not node count. The headline number stays the raw β "
+    "ratio, as the paper fits it.")
 
 
 def decay_section(root: Path) -> str:
@@ -398,25 +452,78 @@ def decay_section(root: Path) -> str:
     if note is not None:
         return note
     multi = "family" in df.columns and df["family"].nunique() > 1
-    header = (["family"] if multi else []) + ["metric", "comparison", "ratio", "95% CI", "paper",
-                                              "expected", "direction as paper"]
+    header = (["family"] if multi else []) + ["metric", "comparison", "β ratio", "95% CI", "node-count part",
+                                              "shape part", "node-matched β ratio", "paper", "expected",
+                                              "direction as paper", "paper value in CI"]
     has_seed = {"seed_min", "seed_max"} <= set(df.columns)
     if has_seed:
         header.append("range over seeds")
+    has_note = bool(_notes(df))
+    if has_note:
+        header.append("note")
     rows = []
     for _, r in df.iterrows():
         row = ([_esc(_get(r, "family", ""))] if multi else []) + [
             _esc(_get(r, "metric", "")), _esc(_get(r, "comparison", "")),
             f"<strong>{fmt_num(_get(r, 'ratio'))}</strong>", fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")),
+            _value_ci(r, "node_ratio", "node_"), _value_ci(r, "shape_ratio", "shape_"),
+            _value_ci(r, "matched_ratio", "matched_"),
             fmt_num(_get(r, "paper_value"), paper=True), _esc(fmt_num(_get(r, "expected_direction"))),
-            _agree_cell(r)]
+            _agree_cell(r), _esc(_get(r, H.MAGNITUDE_COLUMN, "—"))]
         if has_seed:
             row.append(fmt_ci(r["seed_min"], r["seed_max"]).replace("[", "").replace("]", "").replace(", ", " – "))
+        if has_note:
+            row.append(_esc(fmt_num(_get(r, "note", ""))))
         rows.append(row)
     return (f'<p class="src">Ratio of the median decay rate β after / before training (a ratio &gt; 1: '
             f'the steeper decay of a squeezed graph); 95% paired bootstrap interval. The paper reports '
-            f'about 2.5 for RL/Base and about 1/3 for SFT/Base. From <a href="../{_href(rel)}">'
+            f'about 2.5 for RL/Base and about 1/3 for SFT/Base. “direction as paper”: yes only when the '
+            f'interval excludes 1 on the paper\'s side; “paper value in CI”: whether 2.5 or 1/3 lies in '
+            f'the interval. From <a href="../{_href(rel)}"><code>{_esc(rel)}</code></a>.</p>'
+            f'<p class="src">{_esc(DECOMPOSITION_TEXT)}</p>' + _html_table(header, rows)
+            + geomean_block(root) + visited_block(root))
+
+
+def geomean_block(root: Path) -> str:
+    """The geometric means over metrics (PAPER.md §6.4's headline aggregation), raw β and shape."""
+    df, rel, note = _load_table(root, "geomean")
+    title = "<h3>Geometric mean over metrics</h3>"
+    if note is not None:
+        return title + note
+    header = ["comparison", "β ratio (95% CI)", "node-count part", "shape part", "paper", "direction as paper",
+              "shape direction as paper", "paper value in CI"]
+    rows = [[_esc(_get(r, "comparison", "")), f"<strong>{_value_ci(r, 'ratio')}</strong>",
+             _value_ci(r, "node_ratio", "node_"), _value_ci(r, "shape_ratio", "shape_"),
+             fmt_num(_get(r, "paper_value"), paper=True), _agree_cell(r),
+             _esc(H.agreement_word(_get(r, "shape_agrees"))), _esc(_get(r, H.MAGNITUDE_COLUMN, "—"))]
+            for _, r in df.iterrows()]
+    return (title + f'<p class="src">Per comparison, the geometric mean of the ratios over the three metrics '
+            f'(and families), the aggregation the spec sets before comparing with 2.5 and 1/3; the interval '
+            f'resamples each family\'s problems once for all metrics. From <a href="../{_href(rel)}">'
             f'<code>{_esc(rel)}</code></a>.</p>' + _html_table(header, rows))
+
+
+def visited_block(root: Path) -> str:
+    """The median share of the K clusters each variant's graphs visit (saturation at K)."""
+    df, rel, note = _load_table(root, "visited")
+    title = "<h3>Visited fraction of the K clusters</h3>"
+    if note is not None:
+        return title + note
+    multi = "family" in df.columns and df["family"].nunique() > 1
+    header = (["family"] if multi else []) + ["variant", "graphs", "median visited nodes", "median K used",
+                                              "median visited fraction", "saturated (> 0.8)"]
+    rows = [([_esc(_get(r, "family", ""))] if multi else []) + [
+        _esc(_get(r, "variant", "")), fmt_num(_get(r, "n_graphs")), fmt_num(_get(r, "median_visited"), 1),
+        fmt_num(_get(r, "median_k_used"), 1), fmt_num(_get(r, "median_visited_fraction")),
+        _saturated_cell(_get(r, "saturated"))] for _, r in df.iterrows()]
+    return (title + f'<p class="src">A variant whose graphs visit most of the K clusters cannot expand past K: '
+            f'K, not the model, bounds its node count and so its β. From <a href="../{_href(rel)}">'
+            f'<code>{_esc(rel)}</code></a>.</p>' + _html_table(header, rows))
+
+
+def _saturated_cell(x) -> str:
+    word = H.agreement_word(x)
+    return '<span class="agree-no">yes</span>' if word == "yes" else _esc(word)
 
 
 def unique_section(root: Path) -> str:
@@ -700,6 +807,10 @@ def _md_read(root: Path, key: str):
     df, problem = headline_table(root, key)
     if isinstance(problem, Exception):
         return None, f"(could not read `{src}`: {problem})"
+    if isinstance(problem, str) and problem.startswith("note: "):
+        return None, f"(`{src}`: {problem[6:]})"
+    if problem == "empty":
+        return None, f"(`{src}` has no rows)"
     if problem is not None:
         return None, f"({NOT_COMPUTED}: `{src}`)"
     return df, None
@@ -707,12 +818,34 @@ def _md_read(root: Path, key: str):
 
 def _md_decay(df, src: str) -> str:
     multi = "family" in df.columns and df["family"].nunique() > 1
+    notes = _notes(df)
     rows = [([str(_get(r, "family", ""))] if multi else []) + [
         str(_get(r, "metric", "")), str(_get(r, "comparison", "")), fmt_num(_get(r, "ratio")),
-        fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")), fmt_num(_get(r, "paper_value"), paper=True),
-        r[H.VERDICT_COLUMN]] for _, r in df.iterrows()]
-    return _md_table((["family"] if multi else []) + ["metric", "comparison", "ratio", "95% CI", "paper",
-                                                      "direction as paper"], rows)
+        fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")), _value_ci(r, "node_ratio", "node_"),
+        _value_ci(r, "shape_ratio", "shape_"), _value_ci(r, "matched_ratio", "matched_"),
+        fmt_num(_get(r, "paper_value"), paper=True), r[H.VERDICT_COLUMN], str(_get(r, H.MAGNITUDE_COLUMN, "—"))]
+        + ([fmt_num(_get(r, "note", ""))] if notes else []) for _, r in df.iterrows()]
+    return _md_table((["family"] if multi else []) + [
+        "metric", "comparison", "β ratio", "95% CI", "node-count part", "shape part", "node-matched β ratio",
+        "paper", "direction as paper", "paper value in CI"] + (["note"] if notes else []), rows)
+
+
+def _md_geomean(df, src: str) -> str:
+    rows = [[str(_get(r, "comparison", "")), _value_ci(r, "ratio"), _value_ci(r, "node_ratio", "node_"),
+             _value_ci(r, "shape_ratio", "shape_"), fmt_num(_get(r, "paper_value"), paper=True),
+             r[H.VERDICT_COLUMN], H.agreement_word(_get(r, "shape_agrees")), str(_get(r, H.MAGNITUDE_COLUMN, "—"))]
+            for _, r in df.iterrows()]
+    return _md_table(["comparison", "β ratio (95% CI)", "node-count part", "shape part", "paper",
+                      "direction as paper", "shape direction as paper", "paper value in CI"], rows)
+
+
+def _md_visited(df, src: str) -> str:
+    multi = "family" in df.columns and df["family"].nunique() > 1
+    rows = [([str(_get(r, "family", ""))] if multi else []) + [
+        str(_get(r, "variant", "")), fmt_num(_get(r, "median_visited"), 1), fmt_num(_get(r, "median_k_used"), 1),
+        fmt_num(_get(r, "median_visited_fraction")), H.agreement_word(_get(r, "saturated"))] for _, r in df.iterrows()]
+    return _md_table((["family"] if multi else []) + ["variant", "median visited nodes", "median K used",
+                                                      "median visited fraction", "saturated (> 0.8)"], rows)
 
 
 def _md_unique(df, src: str) -> str:
@@ -738,7 +871,14 @@ def _md_pass_at_1(df, src: str) -> str:
 
 _MD_INTROS = {
     "decay": "**Decay-rate ratios** (median β after / before, 95% bootstrap CI; the paper: RL/Base ≈ 2.5, "
-             "SFT/Base ≈ 1/3), from `{src}`:",
+             "SFT/Base ≈ 1/3), each with its node-count part (median N before / after, N = nodes in the fit) "
+             "and shape part (median β·N after / before, the slope against R/N), β ratio ≈ node-count part × "
+             "shape part, and the β ratio when both graphs visit the same number of nodes (node-matched); "
+             "direction as paper: yes only when the CI excludes 1 on the paper's side; from `{src}`:",
+    "geomean": "**Geometric mean over metrics** (PAPER.md §6.4's aggregation; raw β and its shape part, 95% CI), "
+               "from `{src}`:",
+    "visited": "**Visited fraction** (median share of the K clusters a variant's graphs visit; above 0.8 the "
+               "variant is saturated at K), from `{src}`:",
     "unique": "**Unique-trajectory ratios** (mean unique trajectories per problem, after / before, 95% CI; "
               "expected: RL/Base incorrect down, SFT/Base correct up), from `{src}`:",
     "summary": "**pass@1 per variant**, from `{src}`:",
@@ -749,7 +889,8 @@ def readme_block(root: Path) -> str:
     """The headline numbers of ``root`` (``results/<profile>``) as a markdown block."""
     root = Path(root)
     out = [_md_provenance(root)]
-    for key, render in (("decay", _md_decay), ("unique", _md_unique), ("summary", _md_pass_at_1)):
+    for key, render in (("decay", _md_decay), ("geomean", _md_geomean), ("visited", _md_visited),
+                        ("unique", _md_unique), ("summary", _md_pass_at_1)):
         src = f"results/{root.name}/{SOURCES[key][0]}"
         out.append(_MD_INTROS[key].format(src=src))
         df, err = _md_read(root, key)

@@ -63,6 +63,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
 from rlsft import COMPARISONS, VARIANTS
+from rlsft.headline import ci_agreement
 from rlsft.io import save_npy, sha256_text
 from rlsft.progress import bar as tqdm
 
@@ -740,8 +741,10 @@ def unique_ratios(table, n_boot: int = 1000, seed: int = 0,
     SFT+RL/SFT of mean unique_incorrect (down). Paired over the problems both variants have; the
     95% CI is the percentile interval of the ratio over ``n_boot`` resamplings of those problems
     (the same problems for both variants). Deterministic given ``seed``. Columns: family, benchmark,
-    quantity, comparison, ratio, ci_low, ci_high, direction_expected, agrees (ratio on the expected
-    side of 1; NA without a ratio), n_problems, mean_after, mean_before. A comparison whose variants
+    quantity, comparison, ratio, ci_low, ci_high, direction_expected, agrees
+    (:func:`rlsft.headline.ci_agreement`: "yes" only when the CI excludes 1 on the expected side,
+    "unclear" when it holds 1 or there is no CI, "no" otherwise; empty without a ratio), n_problems,
+    mean_after, mean_before. A comparison whose variants
     are missing for a (family, benchmark) is skipped.
     """
     d = _check_table(table, n_boot)
@@ -764,7 +767,7 @@ def unique_ratios(table, n_boot: int = 1000, seed: int = 0,
     cols = ["family", "benchmark", "quantity", "comparison", "ratio", "ci_low", "ci_high", "direction_expected",
             "agrees", "n_problems", "mean_after", "mean_before"]
     out = pd.DataFrame(rows, columns=cols)
-    out["agrees"] = out["agrees"].astype("boolean")
+    out["agrees"] = out["agrees"].astype(object)
     return out
 
 
@@ -782,7 +785,7 @@ def _ratio_row(family, bench, q, after, before, a, b, n_boot, rng) -> dict:
         boot = boot[np.isfinite(boot)]
         if boot.size:
             lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
-    agrees = None if not math.isfinite(ratio) else bool(ratio < 1 if direction == "down" else ratio > 1)
+    agrees = ci_agreement(ratio, lo, hi, direction)
     return dict(family=family, benchmark=bench, quantity=q, comparison=f"{after}/{before}", ratio=ratio,
                 ci_low=lo, ci_high=hi, direction_expected=direction, agrees=agrees, n_problems=int(a.size),
                 mean_after=ma, mean_before=mb)

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from rlsft import config
 from rlsft import io
 from rlsft.embedders import cosine_noop_reason, get_embedder, outputs_unit_vectors
-from rlsft.graphs import GRAPH_KEYS, decay_ratios, decay_table_from_graphs, graphs_from_tables, sorted_decay, sparsify_topk
+from rlsft.graphs import (GRAPH_KEYS, RATIO_COLUMNS, decay_ratios, decay_table_from_graphs, graphs_from_tables,
+                          sorted_decay, sparsify_topk)
 from rlsft.params import build, param
 from rlsft.stages import graphs as graphs_stage
 from rlsft.stages.graphs import step_analysis
@@ -61,8 +62,13 @@ class Params:
 
 STATUS_COMPUTED = "computed"
 NA_TOPK_FREQUENCY = "n/a: top-k sparsification removes edges only, so visit counts (frequency) cannot change"
-RESULT_COLUMNS = ("beta_after", "beta_before", "ratio", "ci_low", "ci_high", "n_nodes_after", "n_nodes_before")
-"""The numbers of a :func:`decay_ratios` row that an n/a row leaves empty."""
+RESULT_COLUMNS = tuple(c for c in RATIO_COLUMNS if c not in (
+    "family", "benchmark", "metric", "comparison", "after", "before", "n_problems", "paper_value",
+    "expected_direction", "agrees", "matched_agrees", "matched_n_problems", "note"))
+"""The numbers of a :func:`decay_ratios` row that an n/a row leaves empty (the ratio, its parts, their
+intervals, the medians and the matched control)."""
+VERDICT_COLUMNS = ("agrees", "matched_agrees")
+"""The verdicts an n/a row leaves empty."""
 
 
 def iter_saved_graphs(graph_dir, progress: bool = False):
@@ -125,14 +131,14 @@ def topk_na_reason(out_degree, k: int) -> str | None:
 
 def mark_na(ratios, mask, reason: str):
     """``ratios`` (a :func:`decay_ratios` table) with a ``status`` column; the rows in ``mask`` get
-    ``status = reason`` and empty results (:data:`RESULT_COLUMNS` NaN, ``agrees`` NA), so an
+    ``status = reason`` and empty results (:data:`RESULT_COLUMNS` NaN, ``agrees`` empty), so an
     ablation that cannot change a number never reads as agreement.
 
     >>> import pandas as pd
-    >>> r = pd.DataFrame({"metric": ["frequency", "degree"], "ratio": [2.0, 3.0], "agrees": [True, True]})
+    >>> r = pd.DataFrame({"metric": ["frequency", "degree"], "ratio": [2.0, 3.0], "agrees": ["yes", "yes"]})
     >>> m = mark_na(r, r["metric"] == "frequency", NA_TOPK_FREQUENCY)
     >>> m["ratio"].tolist(), m["agrees"].tolist(), m["status"].str[:4].tolist()
-    ([nan, 3.0], [<NA>, True], ['n/a:', 'comp'])
+    ([nan, 3.0], [None, 'yes'], ['n/a:', 'comp'])
     """
     if not str(reason).startswith("n/a"):
         raise ValueError(f"an n/a reason starts with 'n/a', got {reason!r}")
@@ -144,9 +150,10 @@ def mark_na(ratios, mask, reason: str):
         if c in out.columns:
             out[c] = out[c].astype(float)
             out.loc[mask, c] = np.nan
-    if "agrees" in out.columns:
-        out["agrees"] = out["agrees"].astype("boolean")
-        out.loc[mask, "agrees"] = pd.NA
+    for c in VERDICT_COLUMNS:
+        if c in out.columns:
+            out[c] = out[c].astype(object)
+            out.loc[mask, c] = None
     out.loc[mask, "status"] = reason
     return out
 
@@ -274,21 +281,36 @@ def topk_share(graph_dir, ks) -> pd.DataFrame:
     return pd.DataFrame([{"k": kk, "pct_nodes_over_k": 100 * (outdeg > kk).mean()} for kk in sorted(ks)])
 
 
-def ratio_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The ratios as text, one row per ablation and a column per (comparison, metric): "n/a" for an
-    n/a row, "—" for a missing ratio."""
-    shown = summary.assign(ratio=[f"{r:.2f}" if s == STATUS_COMPUTED and pd.notna(r)
-                                  else ("n/a" if str(s).startswith("n/a") else "—")
-                                  for r, s in zip(summary["ratio"], summary["status"])])
-    return shown.pivot_table(index="ablation", columns=["comparison", "metric"], values="ratio", aggfunc="first",
+def ratio_table(summary: pd.DataFrame, column: str = "ratio") -> pd.DataFrame:
+    """``column`` (the ratio, or its ``shape_ratio`` / ``node_ratio`` part) as text, one row per
+    ablation and a column per (comparison, metric): "n/a" for an n/a row, "—" for a missing value.
+
+    >>> s = pd.DataFrame({"ablation": ["a", "b"], "comparison": "RL/Base", "metric": "degree",
+    ...                   "ratio": [1.5, None], "status": [STATUS_COMPUTED, NA_TOPK_FREQUENCY]})
+    >>> ratio_table(s).values.tolist()
+    [['1.50'], ['n/a']]
+    """
+    if summary.empty or column not in summary.columns:
+        return pd.DataFrame()
+    shown = summary.assign(**{column: [f"{r:.2f}" if s == STATUS_COMPUTED and pd.notna(r)
+                                       else ("n/a" if str(s).startswith("n/a") else "—")
+                                       for r, s in zip(summary[column], summary["status"])]})
+    return shown.pivot_table(index="ablation", columns=["comparison", "metric"], values=column, aggfunc="first",
                              sort=False)
 
 
+NOTE_NO_RATIO = ("stage graphs has no ratio to check (no steps, or no graph with the 3 nodes a fit needs): every "
+                 "ablation can only give empty ratios too")
+
+
 def run(ctx, params: Params) -> dict:
-    """``{"base", "summary", "runs", "topk_share", "embedder_check", "status_counts", "ratio_table"}``:
+    """``{"base", "note", "summary", "runs", "topk_share", "embedder_check", "status_counts", "ratio_table",
+    "shape_table", "node_table"}``:
     stage ``graphs``' settings, every ablation's ratios beside the default's (``summary.csv``), how
     each was computed, the share of nodes top-k changes, whether the embedder returns unit vectors
-    (the cosine ablation's n/a check), the statuses per ablation and the ratios as a table."""
+    (the cosine ablation's n/a check), the statuses per ablation and the ratios as a table (with
+    their shape and node-count parts: ``shape_table``, ``node_table``); ``note`` says when stage
+    graphs had no ratio at all ("" otherwise)."""
     gparams = graphs_params(ctx.profile)
     base = dataclasses.asdict(gparams)
     graphs_dir = ctx.input("graphs")
@@ -297,6 +319,9 @@ def run(ctx, params: Params) -> dict:
               "seg": graphs_stage.segment_settings(gparams), "cache": graphs_stage.embedding_cache(ctx),
               "graphs_dir": graphs_dir, "default": default}
     log.info("default step settings: %s", {k: base[k] for k in ("embedder", "k", "metric", "sparsify_k", "scope")})
+    note = "" if default["ratio"].notna().any() else NOTE_NO_RATIO
+    if note:
+        log.warning("%s", note)
     rows, records = [default.assign(status=STATUS_COMPUTED, ablation="default")], []
     for name, over in params.ablations.items():
         rat, record = _run_one(ctx, name, ablation_settings(base, over), base, inputs, params.n_boot)
@@ -307,12 +332,13 @@ def run(ctx, params: Params) -> dict:
     emb = get_embedder(base["embedder"], device=ctx.device, normalize=base["normalize"])
     check = {"embedder": base["embedder"], "normalize": base["normalize"], "unit_vectors": outputs_unit_vectors(emb),
              "cosine": cosine_noop_reason(emb, base["sparsify_k"]) or "computed"}
-    return {"base": base, "summary": summary, "runs": pd.DataFrame(records),
+    return {"base": base, "note": note, "summary": summary, "runs": pd.DataFrame(records),
             "topk_share": topk_share(graphs_dir, {v["sparsify_k"] for v in params.ablations.values()
                                                   if v.get("sparsify_k")}),
             "embedder_check": check,
             "status_counts": summary.groupby("ablation", sort=False)["status"].value_counts().unstack(fill_value=0),
-            "ratio_table": ratio_table(summary)}
+            "ratio_table": ratio_table(summary), "shape_table": ratio_table(summary, "shape_ratio"),
+            "node_table": ratio_table(summary, "node_ratio")}
 
 
 

@@ -1,6 +1,7 @@
 """Stage ``fig_ablations`` (notebook ``61_fig32_33_ablations.ipynb``): the decay-rate ratios under
 each ablation beside the default (Fig. 32: K, distance, embedder; Fig. 33: top-k sparsification),
-and whether each agrees with the paper's direction.
+and whether each agrees with the paper's direction: "yes" only when the ratio's 95% interval excludes 1
+on the paper's side, "unclear" when it holds 1, "no" otherwise.
 
 Reads ``ablations/summary.csv``; writes ``figures/fig32_33_agreement.csv`` (the notebook draws
 ``figures/fig32_*`` and ``figures/fig33_*``). An n/a row (an ablation that cannot change the number)
@@ -13,6 +14,7 @@ import dataclasses
 import pandas as pd
 
 from rlsft import io
+from rlsft.headline import agreement_word
 
 NOTEBOOK = "61_fig32_33_ablations.ipynb"
 KIND = "figure"
@@ -36,15 +38,16 @@ def summary_all(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement(row) -> str:
-    """"n/a", "yes", "no" or "—" (no ratio) for one summary row.
+    """"n/a", "yes", "unclear", "no" or "—" (no ratio) for one summary row: ``agrees`` as
+    :func:`rlsft.headline.ci_agreement` wrote it ("yes" only when the CI excludes 1 on the paper's
+    side), a flag of an older summary read as yes/no, "n/a" for an ablation that cannot change it.
 
-    >>> agreement({"na": False, "agrees": True}), agreement({"na": True, "agrees": True})
-    ('yes', 'n/a')
+    >>> [agreement({"na": na, "agrees": a}) for na, a in ((False, "unclear"), (False, True), (True, "yes"))]
+    ['unclear', 'yes', 'n/a']
     """
     if row["na"]:
         return "n/a"
-    a = row["agrees"]
-    return "—" if pd.isna(a) else ("yes" if str(a).lower() == "true" else "no")
+    return agreement_word(row["agrees"])
 
 
 def run(ctx, params: Params) -> dict:

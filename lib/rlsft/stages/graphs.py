@@ -11,7 +11,16 @@ clustering seeds.
 graphs, metrics, decay), writing ``steps`` / ``nodes`` / ``edges`` / ``node_metrics.parquet``,
 ``decay_rates.csv`` and ``clustering.csv`` incrementally and atomically; :func:`seed_spread` refits
 the clustering with other seeds. Reads ``samples/all_samples.parquet``; writes ``graphs/`` (those
-tables, ``decay_ratios.csv``, ``seed_spread.csv``).
+tables, ``decay_ratios.csv``, ``decay_geomeans.csv``, ``matched_decay.csv``, ``visited.csv``,
+``visited_summary.csv``, ``seed_spread.csv``; the run's timings and cache misses go to the hidden
+``.timings.csv``, so ``clustering.csv`` is the same on every rerun).
+
+beta is fitted on the raw rank (§6.4), so a graph that visits fewer nodes has a larger beta for the
+same shape of decay. Each ratio therefore comes with its node-count part and its shape part
+(:func:`rlsft.graphs.decay_ratios`), a node-count-matched control (:func:`rlsft.graphs.matched_decay`,
+computed per clustering group while the group is in memory) and, per variant, the share of the K
+clusters its graphs visit (:func:`rlsft.graphs.visited_summary`; a warning above
+:data:`rlsft.graphs.SATURATION`).
 """
 from __future__ import annotations
 
@@ -26,9 +35,10 @@ import pandas as pd
 
 from rlsft import io
 from rlsft.embedders import get_embedder
-from rlsft.graphs import (GRAPH_KEY, GRAPH_KEYS, decay_ratios, decay_table_from_graphs, graph_metrics,
-                          graph_tables, graphs_from_steps, node_metric_table, sorted_decay,
-                          summarize_seed_spread)
+from rlsft.graphs import (DECAY_COLUMNS, GRAPH_KEY, GRAPH_KEYS, MATCHED_COLUMNS, SATURATION, decay_geomeans,
+                          decay_ratios, decay_table_from_graphs, graph_metrics, graph_tables, graphs_from_steps,
+                          matched_decay, node_metric_table, paths_from_steps, saturation_warnings, sorted_decay,
+                          summarize_seed_spread, visited_summary, visited_table)
 from rlsft.params import param
 from rlsft.steps import STEP_COLUMNS, cluster_group, embedded_groups
 
@@ -51,7 +61,8 @@ class Params:
                               choices=("sentence", "line"))
     min_chars: int = param(5, "drop fragments of <= this many characters", ge=0)
     mask_digits: bool = param(False, "replace digit runs by 0 before embedding (a deviation; off in the paper)")
-    k: int = param(40, "K-means clusters per pooled group (paper: 2000), capped at distinct steps", ge=1)
+    k: int = param(96, "K-means clusters per pooled group (paper: 2000), capped at distinct steps; the "
+                       "organism's 96 is the saturation rule's (stage sweep, profiles/organism.yaml)", ge=1)
     scope: str = param("problem", "pool the K-means per 'problem' (default) or per 'benchmark'",
                        choices=("problem", "benchmark"))
     metric: str = param("euclidean", "'euclidean' (paper) or 'cosine' (rows L2-normalised first)",
@@ -61,15 +72,25 @@ class Params:
     spread_seeds: list[int] = param([0, 1, 2], "clustering seeds for the spread of the ratios (the profile's "
                                     "seed is the main run's, not clustered again)")
     n_boot: int = param(1000, "bootstrap resamples of problems for the ratios' intervals", ge=0)
+    matched_draws: int = param(5, "draws of the node-count-matched control (random response orders per problem; "
+                                  "the median beta over them); 0 = off", ge=0)
 
 
 SAVED_TABLES = ("steps", "nodes", "edges", "node_metrics")
 """The parquet tables :func:`step_analysis` writes (``<name>.parquet``), as stage ``graphs`` saves them."""
 CLUSTERING_COLUMNS = ["family", "benchmark", "problem", "scope", "n_responses", "n_steps", "n_distinct",
-                      "n_encoded", "k_asked", "k_used", "method", "n_init", "n_iter", "inertia", "seed",
-                      "metric", "variants", "seconds_segment", "seconds_embed", "seconds_kmeans",
-                      "seconds_graphs", "seconds_metrics", "seconds"]
-"""Columns of ``clustering.csv``: one row per clustering group (``problem`` empty for scope="benchmark")."""
+                      "k_asked", "k_used", "method", "n_init", "n_iter", "inertia", "seed", "metric", "variants"]
+"""Columns of ``clustering.csv``: one row per clustering group (``problem`` empty for scope="benchmark").
+Only what the run's inputs determine: the same on every rerun, so the stages that read it are not
+rerun for nothing."""
+TIMING_COLUMNS = ["family", "benchmark", "problem", "n_encoded", "seconds_segment", "seconds_embed",
+                  "seconds_kmeans", "seconds_graphs", "seconds_metrics", "seconds_matched", "seconds"]
+"""Columns of the hidden ``.timings.csv``: what changes from run to run (wall times; ``n_encoded``,
+the cache misses, is 0 on a rerun). Hidden files are not recorded as artifacts."""
+NO_BETA_NOTE = ("no decay rate: no graph has the 3 nodes with X > 0 that a fit needs (responses of one or two "
+                "steps), so every beta and every ratio is empty")
+NO_STEPS_NOTE = ("no steps: every response gave no step (empty or unparsable text), so there are no graphs, "
+                 "decay rates or ratios; check the samples and the segmentation settings (min_chars, rule)")
 
 
 class ParquetStream:
@@ -132,11 +153,14 @@ class ParquetStream:
 
 @dataclasses.dataclass
 class StepAnalysis:
-    """What :func:`step_analysis` returns: the decay table (``decay_rates.csv``) and the per-group
-    clustering record (``clustering.csv``)."""
+    """What :func:`step_analysis` returns: the decay table (``decay_rates.csv``), the per-group
+    clustering record (``clustering.csv``), its timings (``.timings.csv``) and the
+    node-count-matched control (``matched_decay.csv``; empty when not computed)."""
 
     decay: object
     clustering: object
+    timings: object = None
+    matched: object = None
 
 
 def _table_columns(name: str) -> list[str]:
@@ -146,11 +170,12 @@ def _table_columns(name: str) -> list[str]:
 
 
 def _graph_group(key: tuple, steps_df, C, info: dict, streams: Mapping, scope: str, sparsify_k: int | None,
-                 weight: str | None):
+                 weight: str | None, matched: dict | None = None):
     """Graphs, node metrics and decay rates of one clustered group; its rows appended to ``streams``.
 
-    Completes ``info`` (scope, seconds_graphs, seconds_metrics, seconds) and returns the group's
-    decay table.
+    Completes ``info`` (scope, seconds_graphs, seconds_metrics, seconds_matched, seconds) and
+    returns ``(decay table, matched table or None)``; ``matched``: keyword arguments of
+    :func:`rlsft.graphs.matched_decay` (draws, seed), or None for no matched control.
     """
     t0 = time.perf_counter()
     graphs = graphs_from_steps(steps_df, {key: C}, sparsify_k)
@@ -168,20 +193,26 @@ def _graph_group(key: tuple, steps_df, C, info: dict, streams: Mapping, scope: s
     if "node_metrics" in streams:
         streams["node_metrics"].write(node_metric_table(graphs, metrics=metrics))
     t2 = time.perf_counter()
-    info.update(scope=scope, seconds_graphs=t1 - t0, seconds_metrics=t2 - t1)
-    info["seconds"] = sum(info.get(c, 0.0) for c in CLUSTERING_COLUMNS if c.startswith("seconds_"))
+    mt = None
+    if matched:
+        mt = matched_decay(paths_from_steps(steps_df), centroids={key: C}, sparsify_k=sparsify_k, weight=weight,
+                           **matched)
+    t3 = time.perf_counter()
+    info.update(scope=scope, seconds_graphs=t1 - t0, seconds_metrics=t2 - t1, seconds_matched=t3 - t2)
+    info["seconds"] = sum(info.get(c, 0.0) for c in TIMING_COLUMNS if c.startswith("seconds_"))
     log.info("group %s: %d steps, %d distinct (%d encoded), %s K=%d, %d graphs; %.1f s "
-             "(segment %.1f, embed %.1f, k-means %.1f, graphs %.1f, metrics %.1f)", key, info["n_steps"],
-             info["n_distinct"], info["n_encoded"], info["method"], info["k_used"], len(graphs),
+             "(segment %.1f, embed %.1f, k-means %.1f, graphs %.1f, metrics %.1f, matched %.1f)", key,
+             info["n_steps"], info["n_distinct"], info["n_encoded"], info["method"], info["k_used"], len(graphs),
              info["seconds"], info["seconds_segment"], info["seconds_embed"], info["seconds_kmeans"],
-             info["seconds_graphs"], info["seconds_metrics"])
-    return decay
+             info["seconds_graphs"], info["seconds_metrics"], info["seconds_matched"])
+    return decay, mt
 
 
 def step_analysis(samples, segment_kwargs: dict | None, embedder, cache_dir, k: int, seed: int = 0,
                   scope: str = "problem", metric: str = "euclidean", n_init: int = 10,
                   sparsify_k: int | None = None, weight: str | None = None, out_dir=None,
-                  tables: Sequence[str] = SAVED_TABLES, progress: bool = True, **cluster_kwargs) -> StepAnalysis:
+                  tables: Sequence[str] = SAVED_TABLES, progress: bool = True, matched_draws: int = 0,
+                  **cluster_kwargs) -> StepAnalysis:
     """The step level of PAPER.md §6, streamed one clustering group at a time.
 
     For each group -- (family, benchmark, problem), or (family, benchmark) for
@@ -196,9 +227,13 @@ def step_analysis(samples, segment_kwargs: dict | None, embedder, cache_dir, k: 
     :func:`rlsft.graphs.graph_tables`, :func:`rlsft.graphs.node_metric_table`), plus
     ``decay_rates.csv`` and ``clustering.csv``; every file is written atomically (a parquet file
     grows in a temporary file, one row group per group, and is renamed when all groups are done).
-    ``out_dir=None`` writes nothing (ablations). Returns :class:`StepAnalysis` (decay table in
+    ``out_dir=None`` writes nothing (ablations). ``matched_draws > 0`` also computes the
+    node-count-matched control of each group (:func:`rlsft.graphs.matched_decay`, seeded by
+    ``seed``), written as ``matched_decay.csv``. Returns :class:`StepAnalysis` (decay table in
     :func:`rlsft.graphs.decay_table_from_graphs`' order; clustering record, columns
-    :data:`CLUSTERING_COLUMNS`).
+    :data:`CLUSTERING_COLUMNS`; timings, :data:`TIMING_COLUMNS`, written as the hidden
+    ``.timings.csv``). When no response gives a step, every table is empty (a warning says so,
+    :data:`NO_STEPS_NOTE`).
     """
     bad = [t for t in tables if t not in SAVED_TABLES]
     if bad:
@@ -206,7 +241,8 @@ def step_analysis(samples, segment_kwargs: dict | None, embedder, cache_dir, k: 
     if isinstance(embedder, str):
         embedder = get_embedder(embedder)
     out = None if out_dir is None else Path(out_dir)
-    decay_parts, info_rows = [], []
+    decay_parts, info_rows, matched_parts = [], [], []
+    matched = {"draws": int(matched_draws), "seed": seed} if matched_draws else None
     with contextlib.ExitStack() as stack:
         streams = {} if out is None else {
             t: stack.enter_context(ParquetStream(out / f"{t}.parquet", _table_columns(t))) for t in tables}
@@ -214,20 +250,29 @@ def step_analysis(samples, segment_kwargs: dict | None, embedder, cache_dir, k: 
             steps_df, C, info = cluster_group(group, k=k, seed=seed, metric=metric, n_init=n_init, **cluster_kwargs)
             key = group.key
             del group
-            decay_parts.append(_graph_group(key, steps_df, C, info, streams, scope, sparsify_k, weight))
+            dec, mt = _graph_group(key, steps_df, C, info, streams, scope, sparsify_k, weight, matched)
+            decay_parts.append(dec)
+            if mt is not None:
+                matched_parts.append(mt)
             info_rows.append(info)
             del steps_df, C
     if not info_rows:
-        raise ValueError("no steps to cluster; check the segmentation settings (min_chars, rule)")
-    decay = sorted_decay(decay_parts)
+        log.warning("step_analysis: %s", NO_STEPS_NOTE)
+    decay = sorted_decay(decay_parts).reindex(columns=DECAY_COLUMNS)
     clustering = pd.DataFrame(info_rows).reindex(columns=CLUSTERING_COLUMNS)
+    timings = pd.DataFrame(info_rows).reindex(columns=TIMING_COLUMNS)
+    mtable = (pd.concat(matched_parts, ignore_index=True) if matched_parts
+              else pd.DataFrame(columns=MATCHED_COLUMNS))
     if out is not None:
         io.write_csv(out / "decay_rates.csv", decay)
         io.write_csv(out / "clustering.csv", clustering)
+        io.write_csv(out / ".timings.csv", timings)
+        if matched:
+            io.write_csv(out / "matched_decay.csv", mtable)
     log.info("step_analysis: %d groups (scope=%s), %d steps, %d graphs, methods %s, %.0f s",
              len(clustering), scope, int(clustering["n_steps"].sum()), decay[list(GRAPH_KEYS)].drop_duplicates().shape[0],
-             clustering["method"].value_counts().to_dict(), clustering["seconds"].sum())
-    return StepAnalysis(decay=decay, clustering=clustering)
+             clustering["method"].value_counts().to_dict(), timings["seconds"].sum())
+    return StepAnalysis(decay=decay, clustering=clustering, timings=timings, matched=mtable)
 
 
 def seed_spread(samples, segment_kwargs: dict | None, embedder, cache_dir, k: int,
@@ -285,20 +330,58 @@ def embedding_cache(ctx) -> Path:
     return ctx.root / ".cache" / "embeddings"
 
 
+def saturation(decay, clustering, threshold: float = SATURATION):
+    """``(visited per graph, visited summary per variant, warning lines)`` of a step analysis
+    (:func:`rlsft.graphs.visited_table`, :func:`rlsft.graphs.visited_summary`,
+    :func:`rlsft.graphs.saturation_warnings`); each warning is also logged."""
+    visited = visited_table(decay, clustering)
+    summary = visited_summary(visited, threshold)
+    lines = saturation_warnings(summary, threshold)
+    for line in lines:
+        log.warning("saturated at K: %s", line)
+    return visited, summary, lines
+
+
 def run(ctx, params: Params) -> dict:
-    """``{"decay", "clustering", "ratios", "spread", "spread_summary"}``: the decay rates and the
-    clustering record of :func:`step_analysis` (written with the graphs under ``graphs/``), the
-    ratios of median beta (``decay_ratios.csv``), their values per clustering seed
-    (``seed_spread.csv``) and that spread summarised."""
+    """``{"decay", "clustering", "timings", "ratios", "geomeans", "matched", "visited", "visited_summary",
+    "saturation_warnings", "spread", "spread_summary", "note"}``: the decay rates and the clustering
+    record of :func:`step_analysis` (written with the graphs under ``graphs/``; timings in the
+    hidden ``.timings.csv``), the ratios of median beta with their node-count and shape parts and
+    the node-count-matched control (``decay_ratios.csv``; the matched betas per problem in
+    ``matched_decay.csv``), the geometric means over metrics (``decay_geomeans.csv``), the visited
+    fraction per graph and per variant (``visited.csv``, ``visited_summary.csv``) with a warning per
+    saturated variant, the ratios per clustering seed (``seed_spread.csv``) and that spread
+    summarised; ``note`` is empty unless there was nothing to measure (then every table is empty
+    and the note says why)."""
     samples = pd.read_parquet(ctx.input("samples") / "all_samples.parquet")
     emb = get_embedder(params.embedder, device=ctx.device, normalize=params.normalize)
     seg, cache = segment_settings(params), embedding_cache(ctx)
     res = step_analysis(samples, seg, emb, cache, k=params.k, seed=ctx.seed, scope=params.scope,
-                        metric=params.metric, sparsify_k=params.sparsify_k, out_dir=ctx.dir)
-    ratios = decay_ratios(res.decay, n_boot=params.n_boot, seed=ctx.seed)
+                        metric=params.metric, sparsify_k=params.sparsify_k, out_dir=ctx.dir,
+                        matched_draws=params.matched_draws)
+    ratios = decay_ratios(res.decay, n_boot=params.n_boot, seed=ctx.seed,
+                          matched=res.matched if params.matched_draws else None)
     io.write_csv(ctx.dir / "decay_ratios.csv", ratios)
-    spread = seed_spread(samples, seg, emb, cache, k=params.k, seeds=params.spread_seeds, scope=params.scope,
-                         metric=params.metric, sparsify_k=params.sparsify_k, n_boot=0, reuse={ctx.seed: res.decay})
+    geomeans = decay_geomeans(res.decay, n_boot=params.n_boot, seed=ctx.seed)
+    io.write_csv(ctx.dir / "decay_geomeans.csv", geomeans)
+    if not params.matched_draws:
+        (ctx.dir / "matched_decay.csv").unlink(missing_ok=True)  # no stale control from an earlier run
+    visited, vsum, warn = saturation(res.decay, res.clustering)
+    io.write_csv(ctx.dir / "visited.csv", visited)
+    io.write_csv(ctx.dir / "visited_summary.csv", vsum)
+    note = NO_STEPS_NOTE if res.clustering.empty else (
+        "" if pd.to_numeric(res.decay["beta"], errors="coerce").notna().any() else NO_BETA_NOTE)
+    if note:
+        log.warning("%s", note)
+    if res.clustering.empty:
+        spread = decay_ratios(res.decay, n_boot=0)
+        spread.insert(0, "clustering_seed", pd.Series(dtype="int64"))
+    else:
+        spread = seed_spread(samples, seg, emb, cache, k=params.k, seeds=params.spread_seeds, scope=params.scope,
+                             metric=params.metric, sparsify_k=params.sparsify_k, n_boot=0,
+                             reuse={ctx.seed: res.decay})
     io.write_csv(ctx.dir / "seed_spread.csv", spread)
-    return {"decay": res.decay, "clustering": res.clustering, "ratios": ratios, "spread": spread,
-            "spread_summary": summarize_seed_spread(spread)}
+    return {"decay": res.decay, "clustering": res.clustering, "timings": res.timings, "ratios": ratios,
+            "geomeans": geomeans, "matched": res.matched, "visited": visited, "visited_summary": vsum,
+            "saturation_warnings": warn, "spread": spread, "spread_summary": summarize_seed_spread(spread),
+            "note": note}
