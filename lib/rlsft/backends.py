@@ -459,7 +459,11 @@ class VLLMWorkerBackend:
                                f"create it with ./run_all.sh --setup-vllm or set RLSFT_VLLM_PYTHON") from None
         self.python, self.path, self.revision = python, path, revision
         self._tokenizer = None
-        self.info = self._call({"op": "start", "path": path, "revision": revision, "options": options})
+        try:
+            self.info = self._call({"op": "start", "path": path, "revision": revision, "options": options})
+        except BaseException:
+            self.close()  # a worker whose model failed to load is not left waiting
+            raise
         self.max_model_len = self.info["max_model_len"]
 
     @property
