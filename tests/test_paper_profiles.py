@@ -183,8 +183,9 @@ def test_llama_sft_rl_is_a_folder_to_provide(tmp_path):
     assert "~/rlsft-models/Llama-3.1-8B-SFT_RL is a local path, not a hub id" in proc.stderr
 
 
-def test_vllm_backend_here_is_a_clear_error():
+def test_vllm_backend_here_is_a_clear_error(monkeypatch):
     pytest.importorskip("torch")
+    monkeypatch.setenv("RLSFT_VLLM_PYTHON", "")  # no separate vLLM environment either (.venv-vllm)
     import torch
 
     try:
@@ -195,7 +196,8 @@ def test_vllm_backend_here_is_a_clear_error():
         has_vllm = False
     if torch.cuda.is_available() and has_vllm:
         pytest.skip("this machine can run vLLM")
-    with pytest.raises(RuntimeError, match=r"backend 'vllm' (needs a CUDA GPU|chosen but vllm is not installed)"):
+    with pytest.raises(RuntimeError,
+                       match=r"backend 'vllm' (needs a CUDA GPU|chosen but vllm is not installed).*--setup-vllm"):
         B.make_backend("vllm", "Qwen/Qwen2.5-Math-1.5B", None)
 
 

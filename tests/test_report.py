@@ -486,3 +486,26 @@ def test_a_table_with_only_a_note_shows_the_note(tmp_path):
     assert "no decay rates: stage graphs found no steps" in block and "has no rows" in block
     decay = _section(build_report(root, None).read_text(), "decay")
     assert "stage graphs found no steps" in decay and "<td>" not in decay
+
+
+IMPORTED_KEPT = """family,variant,benchmark,problems,samples,samples_per_problem,problems_kept,samples_kept,samples_per_problem_kept,action
+m,Base,aime24,30,240,8,30,240,8,kept as is
+m,RL,aime24,30,240,8,30,240,8,kept as is
+"""
+
+
+def test_imported_checks_in_readme_block_and_report(fake):
+    """No imported completions: no block and no section; all kept: one line; a change: its rows."""
+    assert "Imported completions" not in readme_block(fake)
+    assert 'id="imported"' not in build_report(fake, PROFILE).read_text()
+    (fake / "samples" / "imported_checks.csv").write_text(IMPORTED_KEPT)
+    assert "All 2 imported (family, variant, benchmark) sets were kept as is." in readme_block(fake)
+    changed = IMPORTED_KEPT.replace("m,RL,aime24,30,240,8,30,240,8,kept as is",
+                                    "m,RL,aime24,30,30,1,30,30,1,subsampled to the first 1 sample(s) per problem")
+    (fake / "samples" / "imported_checks.csv").write_text(changed.replace("m,Base,aime24,30,240,8,30,240,8,kept as is",
+                                                                          "m,Base,aime24,30,240,8,30,30,1,subsampled"))
+    block = readme_block(fake)
+    assert "| m | RL | aime24 | 30 | 1 | 30 | 1 | subsampled to the first 1 sample(s) per problem |" in block
+    assert "kept as is" not in block
+    section = _section(build_report(fake, PROFILE).read_text(), "imported")
+    assert "subsampled to the first 1 sample(s) per problem" in section and "<td>RL</td>" in section

@@ -65,6 +65,7 @@ SOURCES = {
     "visited": ("figures/headline_visited.csv", "fig_decay"),
     "unique": ("trajectories/unique_ratios.csv", "trajectories"),
     "summary": ("samples/summary.csv", "samples"),
+    "imported": ("samples/imported_checks.csv", "samples"),
 }
 RATIO_TABLES = ("decay", "geomean", "unique")
 """The headline tables that go through :func:`rlsft.headline.ratio_headline` (verdicts against the paper)."""
@@ -749,6 +750,8 @@ def render_index(root: Path, profile, man: dict | None, pages: list[dict]) -> st
         ("decay", "Decay-rate ratios (step level, Fig. 6)", decay_section, root),
         ("unique", "Unique-trajectory ratios (trajectory level, Fig. 2)", unique_section, root),
         ("accuracy", "Accuracy and pass@k per variant", summary_section, root),
+        *([("imported", "Imported completions (balance checks)", imported_section, root)]
+          if (Path(root) / SOURCES["imported"][0]).exists() else []),
         ("figures", "Figures", figures_section, root, man, pages),
         ("notebooks", "Executed notebooks", notebooks_section, pages),
         ("manifest", "Run record (manifest)", manifest_section, man),
@@ -882,7 +885,41 @@ _MD_INTROS = {
     "unique": "**Unique-trajectory ratios** (mean unique trajectories per problem, after / before, 95% CI; "
               "expected: RL/Base incorrect down, SFT/Base correct up), from `{src}`:",
     "summary": "**pass@1 per variant**, from `{src}`:",
+    "imported": "**Imported completions** (the variants of a family on the problems they share, with the same "
+                "samples per problem; `stages.samples.imported_balance`), from `{src}`:",
 }
+
+
+_IMPORTED_COLUMNS = ["family", "variant", "benchmark", "problems", "samples_per_problem", "problems_kept",
+                     "samples_per_problem_kept", "action"]
+
+
+def _imported_rows(df) -> tuple[int, list[list[str]]]:
+    """``(checked, rows)``: how many (family, variant, benchmark) files were checked, and the rows
+    of those the balance changed (``samples/imported_checks.csv``; action other than "kept as is")."""
+    changed = df[df["action"].astype(str) != "kept as is"] if "action" in df.columns else df
+    return len(df), [[str(_get(r, c, "")) for c in _IMPORTED_COLUMNS] for _, r in changed.iterrows()]
+
+
+def _md_imported(df, src: str) -> str:
+    checked, rows = _imported_rows(df)
+    if not rows:
+        return f"All {checked} imported (family, variant, benchmark) sets were kept as is."
+    return _md_table(_IMPORTED_COLUMNS, rows)
+
+
+def imported_section(root: Path) -> str:
+    """The balance report of imported completions (HTML), or a line saying there were none."""
+    rel = SOURCES["imported"][0]
+    df, problem = headline_table(root, "imported")
+    if df is None:
+        return f'<p class="src">No imported completions (no <code>{_esc(rel)}</code>).</p>'
+    checked, rows = _imported_rows(df)
+    src = f'From <a href="../{_href(rel)}"><code>{_esc(rel)}</code></a>.'
+    if not rows:
+        return f'<p class="src">All {checked} imported (family, variant, benchmark) sets were kept as is. {src}</p>'
+    return (f'<p class="src">The variants of a family are compared on the problems they share with the same '
+            f'samples per problem; what that changed: {src}</p>' + _html_table(_IMPORTED_COLUMNS, rows))
 
 
 def readme_block(root: Path) -> str:
@@ -895,6 +932,10 @@ def readme_block(root: Path) -> str:
         out.append(_MD_INTROS[key].format(src=src))
         df, err = _md_read(root, key)
         out.append(err if err else render(df, src))
+    imported, _ = headline_table(root, "imported")
+    if imported is not None:  # only profiles that import completions have the balance report
+        src = f"results/{root.name}/{SOURCES['imported'][0]}"
+        out += [_MD_INTROS["imported"].format(src=src), _md_imported(imported, src)]
     return "\n\n".join(out) + "\n"
 
 

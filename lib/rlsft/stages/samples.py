@@ -54,7 +54,7 @@ class Params:
     """The parameters of stage ``samples``; defaults are the organism profile's (the one source of
     the sampling defaults: ``rlsft.backends.SamplingParams`` has none)."""
 
-    backend: str = param("transformers", "'transformers' (CPU/GPU) or 'vllm' (GPU)",
+    backend: str = param("transformers", "'transformers' (CPU/GPU) or 'vllm' (GPU; on CPU through .venv-vllm)",
                          choices=("transformers", "vllm"))
     M: int = param(64, "samples per problem (paper: 256)", ge=1)
     temperature: float = param(0.6, "paper: 0.6", gt=0, le=2)
