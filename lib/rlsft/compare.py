@@ -5,7 +5,7 @@ numbers are bit-for-bit those of an earlier run".
 
 Every ``.csv`` and ``.parquet`` under the first folder (hidden caches, trained weights and the
 report left out) is read from both folders and compared exactly, value for value, except columns
-that time the run (``seconds``, ``wall_time_s``, ...). Prints one line per differing or missing
+that time the run (``seconds``, ``seconds_*``, ``wall_time_s``, ...). Prints one line per differing or missing
 table and exits 1 when any differs.
 
 >>> import tempfile, pandas as pd
@@ -40,7 +40,7 @@ def tables(root: Path) -> list[str]:
 
 def _read(path: Path) -> pd.DataFrame:
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    return df.drop(columns=[c for c in TIMING_COLUMNS if c in df])
+    return df.drop(columns=[c for c in df.columns if c in TIMING_COLUMNS or str(c).startswith("seconds_")])
 
 
 def same_table(a: Path, b: Path) -> bool:

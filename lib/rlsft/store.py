@@ -146,14 +146,19 @@ class Store:
                                      "seed": meta.get("seed"), "git_commit": meta.get("git_commit"),
                                      "wall_time_s": meta.get("wall_time_s")}
         man["package_versions"] = meta.get("package_versions", package_versions())
+        if getattr(self, "_profile_path", None):
+            man["profile_path"] = self._profile_path
         write_json(self.path, man)
         return rec
 
     def set_profile_path(self, path: str) -> None:
-        """Record which profile file owns this results folder (see ``runner.check_results_owner``)."""
+        """Record which profile file owns this results folder (see ``runner.check_results_owner``):
+        written into the manifest with the first stage recorded, so a run that stops before any
+        stage (an input not computed yet, say) leaves no manifest behind."""
+        self._profile_path = str(path)
         man = self.load()
-        if man.get("profile_path") != str(path):
-            man["profile_path"] = str(path)
+        if self.path.exists() and man.get("profile_path") != self._profile_path:
+            man["profile_path"] = self._profile_path
             write_json(self.path, man)
 
     @contextmanager
