@@ -16,7 +16,7 @@ Needs the profile's samples (``./run_all.sh --profile P --until samples``). For 
   against the reference's (same K and seed); the floor to read it against is the reference against
   itself with another K-means seed (row ``<reference> (k-means seed 1)``);
 - the headline: raw beta ratio, node-count part and shape part per metric and comparison with 95%
-  bootstrap CIs (``rlsft.graphs.decay_ratios``), and whether the candidate's ratio lies inside the
+  bootstrap CIs (``rlsft.ratios.decay_ratios``), and whether the candidate's ratio lies inside the
   reference's CI.
 
 Writes ``results/benchmarks/embedder_agreement/{speed,ari,ratios,summary}.csv`` (atomically) and
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 
 from rlsft import io, registry  # noqa: E402
 from rlsft.embedders import get_embedder  # noqa: E402
-from rlsft.graphs import decay_ratios  # noqa: E402
+from rlsft.ratios import decay_ratios  # noqa: E402
 from rlsft.stages.graphs import embedding_cache, segment_settings, step_analysis  # noqa: E402
 from rlsft.steps import segment_samples  # noqa: E402
 

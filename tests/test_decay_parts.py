@@ -13,19 +13,23 @@ import pytest
 
 from rlsft import VARIANTS
 from rlsft.context import Context
-from rlsft.graphs import (
-    decay_geomeans,
-    decay_rate,
-    decay_ratios,
-    geomean_ratios,
-    graphs_from_paths,
-    decay_table_from_graphs,
+from rlsft.controls import (
     matched_decay,
     matched_prefix,
     rule_k,
     subsample_paths,
     visited_summary,
     visited_table,
+)
+from rlsft.graphs import (
+    decay_rate,
+    graphs_from_paths,
+    decay_table_from_graphs,
+)
+from rlsft.ratios import (
+    decay_geomeans,
+    decay_ratios,
+    geomean_ratios,
 )
 from rlsft.headline import ci_agreement, direction_verdict, magnitude_verdict, ratio_headline
 from rlsft.params import build
@@ -104,7 +108,7 @@ def test_bootstrap_of_the_parts_shares_the_raw_ratios_draws():
     d = d.assign(beta=d["beta"] * rng.uniform(0.5, 1.5, len(d)))
     r = decay_ratios(d, n_boot=300, seed=4, comparisons=[("RL", "Base")])
     row = r[r.metric == "degree"].iloc[0]
-    from rlsft.graphs import _key_seed
+    from rlsft.ratios import _key_seed
 
     s = d[d.metric == "degree"].assign(problem=lambda x: x["problem"].astype(str))
     w = s.set_index(["problem", "variant"])["beta"].unstack("variant").sort_index()

@@ -1,5 +1,6 @@
-"""Tests of rlsft.graphs (paths, graphs, node metrics, decay rates and ratios) and of the stages that
-run them: graphs (streamed step analysis, seed spread), fig_decay, ablations and fig_ablations."""
+"""Tests of rlsft.graphs (paths, graphs, node metrics, decay rates), rlsft.ratios (their ratios) and of
+the stages that run them: graphs (streamed step analysis, seed spread), fig_decay, ablations and
+fig_ablations."""
 from __future__ import annotations
 
 import math
@@ -17,18 +18,16 @@ from rlsft.graphs import (
     betweenness,
     build_graph,
     decay_rate,
-    decay_ratios,
     decay_table_from_graphs,
     degree,
-    geomean_ratios,
     graph_tables,
     graphs_from_steps,
     node_metric_table,
     paths_from_steps,
     sparsify_topk,
-    summarize_seed_spread,
     visitation,
 )
+from rlsft.ratios import decay_ratios, geomean_ratios, summarize_seed_spread
 from rlsft.stages import graphs as SG
 from rlsft.stages.ablations import (
     NA_TOPK_FREQUENCY,

@@ -470,6 +470,9 @@ def test_readme_block_and_report_show_every_part(tmp_path):
             "| 2.5 | yes | no |") in block
     assert "| frequency | SFT/Base | 1.01 | [0.95, 1.10] |" in block and "unclear (CI spans 1)" in block
     assert "| RL/Base | 1.39 [1.31, 1.46] | 1.36 [1.30, 1.42] | 1.03 [0.97, 1.09] | 2.5 | yes | unclear | no |" in block
+    # one sentence per comparison says which part carries it
+    assert ("- RL/Base: β ratio 1.39 [1.31, 1.46] is carried by node count (RL visits fewer nodes than Base, "
+            "part 1.36 [1.30, 1.42]); the shape part 1.03 [0.97, 1.09] holds 1.") in block
     assert "| Base | 38.0 | 40.0 | 0.95 | yes |" in block and "| RL | 29.0 | 40.0 | 0.72 | no |" in block
     decay = _section(build_report(root, {"name": "parts"}).read_text(), "decay")
     for text in ("1.31 [1.20, 1.40]", "1.18 [1.05, 1.30]", "1.20 [1.10, 1.31]", "node-count part",
@@ -509,3 +512,40 @@ def test_imported_checks_in_readme_block_and_report(fake):
     assert "kept as is" not in block
     section = _section(build_report(fake, PROFILE).read_text(), "imported")
     assert "subsampled to the first 1 sample(s) per problem" in section and "<td>RL</td>" in section
+
+
+def _backend_run(root: Path, shift: float) -> None:
+    """A minimal results folder: samples of two variants on 6 problems, unique counts and ratios."""
+    import pandas as pd
+
+    rows = [{"family": "organism", "variant": v, "benchmark": "nav-a", "problem": f"p{i}", "sample": j,
+             "correct": (i + j + (v == "RL")) % 3 == 0 if shift == 0 or j else (i % 2 == 0)}
+            for v in ("Base", "RL") for i in range(6) for j in range(4)]
+    (root / "samples").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(root / "samples" / "all_samples.parquet")
+    (root / "trajectories").mkdir()
+    pd.DataFrame([{"family": "organism", "variant": v, "benchmark": "nav-a", "problem": f"p{i}",
+                   "unique_correct": 1, "unique_incorrect": 3 - (v == "RL") + shift * (i % 2)}
+                  for v in ("Base", "RL") for i in range(6)]).to_csv(root / "trajectories" / "unique_trajectories.csv",
+                                                                       index=False)
+    pd.DataFrame([{"family": "organism", "benchmark": "nav-a", "quantity": "unique_incorrect", "comparison": "RL/Base",
+                   "ratio": 0.66 + shift, "ci_low": 0.5, "ci_high": 0.8}]).to_csv(
+        root / "trajectories" / "unique_ratios.csv", index=False)
+
+
+def test_backends_side_by_side_in_the_block_of_a_profile_with_another_backend(tmp_path):
+    """organism-vllm extends organism with backend vllm: its block sets both runs side by side; a
+    profile with the parent's backend, or without the parent's samples, has no such section."""
+    from rlsft.config import load_profile
+
+    vllm, ci = load_profile("organism-vllm"), load_profile("ci")
+    assert R.backend_partner(vllm, tmp_path) is None  # the parent's samples are missing
+    _backend_run(tmp_path / "organism", 0.0)
+    _backend_run(tmp_path / "organism-vllm", 1.0)
+    assert R.backend_partner(vllm, tmp_path) == tmp_path / "organism"
+    assert R.backend_partner(ci, tmp_path) is None  # same backend as organism
+    block = readme_block(tmp_path / "organism-vllm", R.backend_partner(vllm, tmp_path))
+    assert "**Backends side by side**" in block and "| variant | benchmark | measure | organism | organism-vllm |" in block
+    assert "| RL | nav-a | unique incorrect | 2.000 | 2.500 | 0.500 [" in block
+    assert "| nav-a | unique_incorrect | RL/Base | 0.66 [0.50, 0.80] | 1.66 [0.50, 0.80] |" in block
+    assert "Backends side by side" not in readme_block(tmp_path / "organism-vllm")

@@ -20,7 +20,9 @@ has a typed ``Params`` and ``run(ctx, params)``. Around them, from the top down:
   ``trajectories`` chrF matrices and UPGMA unique trajectories (Fig. 2); ``segmentation`` steps;
   ``embedders`` sentence embedders and the embedding cache; ``clustering`` K-means;
   ``steps`` the step-table pipeline; ``graphs`` reasoning graphs, node metrics, decay rates
-  (Fig. 6, 26); ``topology`` eight global metrics, graphlets, sMAPE (Fig. 8, 9, 31); ``headline``
+  (Fig. 6, 26); ``ratios`` the decay-rate ratios and their bootstrap CIs; ``controls`` their
+  node-count controls (matched node counts, subsampled responses, saturation at K);
+  ``topology`` eight global metrics, graphlets, sMAPE (Fig. 8, 9, 31); ``headline``
   the headline tables; ``figures`` one visual style for every figure
 - base: ``errors``, ``io`` (atomic writes), ``params`` (typed fields), ``context``, ``deps``
   (the import graph behind the cache keys), ``notebooks`` (reading notebook files), ``progress``

@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from rlsft import io as rio
+from rlsft.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +276,6 @@ def distill_static(path: Path, out: Path, name: str | None = None, batch_size: i
     V = len(tok)
     cls, sep = tok.cls_token_id, tok.sep_token_id
     table = np.zeros((V, 0), dtype=np.float32)
-    from rlsft.progress import bar
-
     for i in bar(range(0, V, batch_size), desc="static table", unit="batch"):
         ids = np.arange(i, min(V, i + batch_size), dtype=np.int64)
         x = np.stack([np.full_like(ids, cls), ids, np.full_like(ids, sep)], axis=1)

@@ -93,6 +93,51 @@ def decomposition_notes(head: pd.DataFrame, digits: int = 2) -> list[str]:
     return out
 
 
+def _side(lo, hi) -> int:
+    """+1 when a CI lies above 1, -1 below 1, 0 when it holds 1 or is missing."""
+    if is_missing(lo) or is_missing(hi):
+        return 0
+    return 1 if float(lo) > 1 + _TOL else -1 if float(hi) < 1 - _TOL else 0
+
+
+def decomposition_sentence(r) -> str:
+    """One sentence on what carries a comparison's β ratio (a row of the geometric-mean headline):
+    the node-count part, the shape part, both, or neither, judged by which CIs exclude 1.
+
+    >>> decomposition_sentence(pd.Series({"comparison": "RL/Base", "ratio": 1.5, "ci_low": 1.3, "ci_high": 1.7,
+    ...     "node_ratio": 1.45, "node_ci_low": 1.3, "node_ci_high": 1.6, "shape_ratio": 1.03,
+    ...     "shape_ci_low": 0.95, "shape_ci_high": 1.1}))
+    'RL/Base: β ratio 1.50 [1.30, 1.70] is carried by node count (RL visits fewer nodes than Base, part 1.45 [1.30, 1.60]); the shape part 1.03 [0.95, 1.10] holds 1.'
+    """
+    def ci(v, lo, hi):
+        return f"{float(_get(r, v)):.2f} [{float(_get(r, lo)):.2f}, {float(_get(r, hi)):.2f}]"
+
+    comp = str(_get(r, "comparison", ""))
+    after, before = (comp.split("/") + [""])[:2]
+    if any(is_missing(_get(r, c)) for c in ("ratio", "node_ratio", "shape_ratio")):
+        return f"{comp}: no decomposition (a part is missing)."
+    raw, node, shape = (_side(_get(r, f"{p}ci_low"), _get(r, f"{p}ci_high")) for p in ("", "node_", "shape_"))
+    head = f"{comp}: β ratio {ci('ratio', 'ci_low', 'ci_high')}"
+    nodes = (f"{after} visits {'fewer' if node > 0 else 'more'} nodes than {before}, part "
+             f"{ci('node_ratio', 'node_ci_low', 'node_ci_high')}")
+    shp = (f"{'steeper' if shape > 0 else 'flatter'} decay against R/N, part "
+           f"{ci('shape_ratio', 'shape_ci_low', 'shape_ci_high')}")
+    if raw == 0:
+        return (f"{head} holds 1: no clear change (node-count part {ci('node_ratio', 'node_ci_low', 'node_ci_high')}, "
+                f"shape part {ci('shape_ratio', 'shape_ci_low', 'shape_ci_high')}).")
+    if node == raw and shape == raw:
+        return f"{head} is carried by both parts: {nodes}, and a {shp}."
+    if node == raw and shape == 0:
+        return (f"{head} is carried by node count ({nodes}); the shape part "
+                f"{ci('shape_ratio', 'shape_ci_low', 'shape_ci_high')} holds 1.")
+    if shape == raw and node == 0:
+        return (f"{head} is carried by shape ({shp}); the node-count part "
+                f"{ci('node_ratio', 'node_ci_low', 'node_ci_high')} holds 1.")
+    return (f"{head}: the parts pull apart or are unclear (node-count part "
+            f"{ci('node_ratio', 'node_ci_low', 'node_ci_high')}, shape part "
+            f"{ci('shape_ratio', 'shape_ci_low', 'shape_ci_high')}).")
+
+
 GEOMEAN_HEADLINE_COLUMNS = ("comparison", "n_ratios", "ratio", "ci_low", "ci_high", "node_ratio", "node_ci_low",
                             "node_ci_high", "shape_ratio", "shape_ci_low", "shape_ci_high", "paper_value",
                             "expected_direction", "agrees", "shape_agrees")

@@ -11,6 +11,7 @@ from rlsft import config as C
 from rlsft import registry as R
 from rlsft.benchmarks import BENCHMARKS
 from rlsft.embedders import TFIDF, EmbedderUnavailableError, _resolve_st_path
+from rlsft.fast_embedders import RuntimeUnavailableError, parse_runtime
 from rlsft.models import available, download_hint
 
 
@@ -28,14 +29,27 @@ def missing_models(profile: dict) -> list[str]:
     for _, _, spec in C.variant_specs(profile):
         if "model" in spec and not available(spec):
             out.append(spec["model"] + (f"@{spec['revision']}" if spec.get("revision") else ""))
-    for name in embedders(profile):
-        if name == TFIDF:
-            continue
-        try:
-            _resolve_st_path(name)
-        except EmbedderUnavailableError:
-            out.append(name)
+    out += [name for name in embedders(profile) if not embedder_available(name)]
     return sorted(set(out))
+
+
+def embedder_available(name: str) -> bool:
+    """Whether the embedder ``name`` runs offline: TF-IDF always; ``model@runtime[/N]`` when the
+    runtime is known and ``model`` is local (the ONNX export or static table is built from it).
+
+    >>> embedder_available("tfidf-char"), embedder_available("all-MiniLM-L6-v2@onnx-int8/64")
+    (True, True)
+    >>> embedder_available("all-MiniLM-L6-v2@gguf")
+    False
+    """
+    if name == TFIDF:
+        return True
+    try:
+        model, _, _ = parse_runtime(name)
+        _resolve_st_path(model)
+    except (EmbedderUnavailableError, RuntimeUnavailableError):
+        return False
+    return True
 
 
 def plan_lines(profile: dict) -> list[str]:

@@ -46,6 +46,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from rlsft import headline as H
+from rlsft.agreement import agreement
 from rlsft.config import REPO_ROOT, load_profile
 from rlsft.errors import ConfigError
 from rlsft.io import read_json, sha256_file, write_json, write_text
@@ -838,7 +839,8 @@ def _md_geomean(df, src: str) -> str:
              _value_ci(r, "shape_ratio", "shape_"), fmt_num(_get(r, "paper_value"), paper=True),
              r[H.VERDICT_COLUMN], H.agreement_word(_get(r, "shape_agrees")), str(_get(r, H.MAGNITUDE_COLUMN, "—"))]
             for _, r in df.iterrows()]
-    return _md_table(["comparison", "β ratio (95% CI)", "node-count part", "shape part", "paper",
+    reading = "\n".join(f"- {H.decomposition_sentence(r)}" for _, r in df.iterrows())
+    return reading + "\n\n" + _md_table(["comparison", "β ratio (95% CI)", "node-count part", "shape part", "paper",
                       "direction as paper", "shape direction as paper", "paper value in CI"], rows)
 
 
@@ -885,6 +887,12 @@ _MD_INTROS = {
     "unique": "**Unique-trajectory ratios** (mean unique trajectories per problem, after / before, 95% CI; "
               "expected: RL/Base incorrect down, SFT/Base correct up), from `{src}`:",
     "summary": "**pass@1 per variant**, from `{src}`:",
+    "backends": "**Backends side by side**: the same models (the same training seeds) sampled by profile `{a}` "
+                "and by this profile with another backend; per model and benchmark, the mean over problems "
+                "of each and the paired difference with its 95% bootstrap interval over problems (the "
+                "backends draw different random numbers, so agreement means an interval that holds 0, not "
+                "equal numbers; `rlsft.agreement`, from `results/{a}` and `results/{b}`), then the "
+                "unique-trajectory ratios of both runs:",
     "imported": "**Imported completions** (the variants of a family on the problems they share, with the same "
                 "samples per problem; `stages.samples.imported_balance`), from `{src}`:",
 }
@@ -922,8 +930,55 @@ def imported_section(root: Path) -> str:
             f'samples per problem; what that changed: {src}</p>' + _html_table(_IMPORTED_COLUMNS, rows))
 
 
-def readme_block(root: Path) -> str:
-    """The headline numbers of ``root`` (``results/<profile>``) as a markdown block."""
+def backend_partner(profile: dict | None, results: Path) -> Path | None:
+    """The results folder to set beside this profile's, backend against backend: that of the profile
+    it extends (``profile["chain"][1]``) when the two sample with different backends (``organism-vllm``
+    against ``organism``) and the parent's samples exist; else None."""
+    chain = (profile or {}).get("chain") or []
+    if len(chain) < 2:
+        return None
+    try:
+        parent = load_profile(chain[1])
+    except ConfigError:
+        return None
+
+    def backend(p: dict) -> str:
+        return ((p.get("stages") or {}).get("samples") or {}).get("backend", "transformers")
+
+    folder = Path(results) / parent["name"]
+    if backend(parent) == backend(profile) or not (folder / "samples" / "all_samples.parquet").exists():
+        return None
+    return folder
+
+
+def _md_backends(root: Path, partner: Path) -> str:
+    """pass@1 and unique incorrect trajectories of the same models sampled by two backends (paired
+    differences with 95% intervals), and each run's unique-trajectory ratios, as markdown."""
+    try:
+        table = agreement(partner, root)
+    except (OSError, KeyError, ValueError) as exc:
+        return f"(cannot compare with `results/{partner.name}`: {exc})"
+    table = table[table["measure"].isin(["pass@1", "unique_incorrect"])]
+    rows = [[str(r["variant"]), str(r["benchmark"]), str(r["measure"]).replace("_", " "), fmt_num(r["A"], 3),
+             fmt_num(r["B"], 3), f"{fmt_num(r['B - A'], 3)} {fmt_ci(r['ci_low'], r['ci_high'], 3)}",
+             "yes" if r["agree"] else "no"] for _, r in table.iterrows()]
+    a, b = partner.name, root.name
+    out = [_md_table(["variant", "benchmark", "measure", a, b, f"{b} − {a} (95% CI)", "interval holds 0"], rows),
+           f"{int(table['agree'].sum())} of {len(table)} paired differences hold 0 in their 95% interval."]
+    ua, ub = (_read_csv(Path(d) / SOURCES["unique"][0]) for d in (partner, root))
+    if ua is not None and ub is not None:
+        keys = [c for c in ("family", "benchmark", "quantity", "comparison") if c in ua and c in ub]
+        m = ua.merge(ub, on=keys, suffixes=(" A", " B"))
+        rows = [[str(r["benchmark"]), str(r["quantity"]), str(r["comparison"]),
+                 f"{fmt_num(r['ratio A'])} {fmt_ci(r['ci_low A'], r['ci_high A'])}",
+                 f"{fmt_num(r['ratio B'])} {fmt_ci(r['ci_low B'], r['ci_high B'])}"] for _, r in m.iterrows()]
+        out.append(_md_table(["benchmark", "quantity", "comparison", f"ratio, {a}", f"ratio, {b}"], rows))
+    return "\n\n".join(out)
+
+
+def readme_block(root: Path, partner: Path | None = None) -> str:
+    """The headline numbers of ``root`` (``results/<profile>``) as a markdown block; with ``partner``
+    (:func:`backend_partner`), also the two backends side by side."""
     root = Path(root)
     out = [_md_provenance(root)]
     for key, render in (("decay", _md_decay), ("geomean", _md_geomean), ("visited", _md_visited),
@@ -936,6 +991,8 @@ def readme_block(root: Path) -> str:
     if imported is not None:  # only profiles that import completions have the balance report
         src = f"results/{root.name}/{SOURCES['imported'][0]}"
         out += [_MD_INTROS["imported"].format(src=src), _md_imported(imported, src)]
+    if partner is not None:
+        out += [_MD_INTROS["backends"].format(a=Path(partner).name, b=root.name), _md_backends(root, Path(partner))]
     return "\n\n".join(out) + "\n"
 
 
@@ -943,7 +1000,7 @@ def _markers(profile_name: str) -> tuple[str, str]:
     return f"<!-- results:{profile_name}:begin -->", f"<!-- results:{profile_name}:end -->"
 
 
-def update_readme(readme_path: Path, root: Path, profile_name: str) -> bool:
+def update_readme(readme_path: Path, root: Path, profile_name: str, partner: Path | None = None) -> bool:
     """Replace the text between the profile's results markers in ``readme_path`` with
     :func:`readme_block`; returns whether the file changed (no-op with a log line without markers)."""
     readme_path = Path(readme_path)
@@ -958,7 +1015,7 @@ def update_readme(readme_path: Path, root: Path, profile_name: str) -> bool:
     if i < 0 or j < 0:
         log.info("update_readme: %s has no %s ... %s markers; nothing updated", readme_path, begin, end)
         return False
-    new = text[: i + len(begin)] + "\n" + readme_block(root).strip("\n") + "\n" + text[j:]
+    new = text[: i + len(begin)] + "\n" + readme_block(root, partner).strip("\n") + "\n" + text[j:]
     if new == text:
         return False
     write_text(readme_path, new)
@@ -990,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
     index = build_report(root, profile)
     print(index)
     if args.readme:
-        update_readme(Path(args.readme), root, profile["name"])
+        update_readme(Path(args.readme), root, profile["name"], backend_partner(profile, Path(args.results)))
     return 0
 
 

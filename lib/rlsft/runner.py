@@ -29,7 +29,7 @@ from rlsft import registry as R
 from rlsft.completions import fingerprint
 from rlsft.io import atomic_path, sha256_text, write_text
 from rlsft.params import as_dict
-from rlsft.report import build_report, readme_block, update_readme
+from rlsft.report import backend_partner, build_report, readme_block, update_readme
 from rlsft.store import Store, StoreLocked, code_hash, git_commit, notebook_source_hash, package_versions
 
 log = logging.getLogger("rlsft.runner")
@@ -255,11 +255,12 @@ def _rel(path: Path) -> str:
 def finish(store: Store, profile: dict, update: bool) -> None:
     """The report, ``SUMMARY.md`` and (on request) the README block, from the saved tables."""
     path = build_report(store.root, profile)
+    partner = backend_partner(profile, store.root.parent)
     write_text(store.root / "SUMMARY.md", f"# Results of profile `{profile['name']}`\n\n"
-                                          + readme_block(store.root) + "\n")
+                                          + readme_block(store.root, partner) + "\n")
     log.info("report: %s; summary: %s", _rel(path), _rel(store.root / "SUMMARY.md"))
     if update:
-        update_readme(C.REPO_ROOT / "README.md", store.root, profile["name"])
+        update_readme(C.REPO_ROOT / "README.md", store.root, profile["name"], partner)
         log.info("README.md: results block of %s rewritten", profile["name"])
 
 

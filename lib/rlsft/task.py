@@ -45,6 +45,9 @@ HOP_PHRASES = ("From {a} go to {b}, heading for {g}.", "Move from {a} to {b} on 
                "Take the road from {a} to {b} toward {g}.")
 BACK_PHRASES = ("Dead end at {a}, back to {b}.", "No way on from {a}, back to {b}.")
 PATH_PHRASE = "Path so far: {path}."
+CHECK_PHRASE = "From {a} the roads go to {roads}."
+"""The teacher's check before it picks a road: the place's roads, recalled in the words of the world's
+fact lines (``World.facts``), which pretraining holds but Base's own attempts never write."""
 REACHED_PHRASES = ("Reached {g}.", "Arrived at {g}.")
 ROUTE_PHRASE = "Route: {route}."
 QUESTION = "Find a route from {s} to {g}."
@@ -212,11 +215,13 @@ def _finish(lines: list[str], route: list[str], reached: str | None, rng: random
 
 
 def teacher_solution(world: World, problem: Problem, rng: random.Random, max_depth: int | None = None,
-                     max_lines: int = 40, slack: int = 1, explore: float = 0.1) -> str:
+                     max_lines: int = 40, slack: int = 1, explore: float = 0.1, check: float = 0.0) -> str:
     """Depth-first search with a random neighbour order, explicit backtracking, a restated path
     after each backtrack, and the walked path as the route. Always correct when it finishes; the
     depth limit (default: shortest distance + ``slack``) keeps searches short but leaves room for
-    detours; a road off the route is tried and abandoned with probability ``explore``.
+    detours; a road off the route is tried and abandoned with probability ``explore``; with
+    probability ``check`` the teacher first recalls the roads of the place it stands at
+    (``CHECK_PHRASE``), a step the Base corpus's attempts never write.
     """
     s, g = problem.start, problem.goal
     limit = max_depth or problem.level + slack
@@ -227,6 +232,8 @@ def teacher_solution(world: World, problem: Problem, rng: random.Random, max_dep
     while path[-1] != g:
         a = path[-1]
         if a not in tried:
+            if rng.random() < check:
+                lines.append(CHECK_PHRASE.format(a=a, roads=", ".join(world.edges[a])))
             options = [b for b in world.edges[a] if b not in path]
             rng.shuffle(options)
             tried[a] = options
@@ -400,7 +407,8 @@ def problem_from_row(row) -> Problem:
 
 def make_task_data(*, n_places: int, out_degree: int, world_seed: int, eval_sets: dict,
                    base_per_problem: int, base_styles: dict, teacher_per_problem: int,
-                   n_facts: int, seed: int, teacher_slack: int = 1, teacher_explore: float = 0.1) -> dict:
+                   n_facts: int, seed: int, teacher_slack: int = 1, teacher_explore: float = 0.1,
+                   teacher_check: float = 0.0) -> dict:
     """Everything the organism needs, from one seed: the world, held-out evaluation sets, the
     training problems, the Base pretraining corpus and the teacher's SFT traces.
 
@@ -416,7 +424,8 @@ def make_task_data(*, n_places: int, out_degree: int, world_seed: int, eval_sets
     docs = base_corpus(world, train, base_per_problem, seed=seed, styles=base_styles, n_facts=n_facts)
     rng = random.Random(seed + 1)
     sft = [{"problem": p.id, "prompt": p.prompt,
-            "completion": teacher_solution(world, p, rng, slack=teacher_slack, explore=teacher_explore)}
+            "completion": teacher_solution(world, p, rng, slack=teacher_slack, explore=teacher_explore,
+                                           check=teacher_check)}
            for p in train for _ in range(teacher_per_problem)]
     return {
         "world": world,

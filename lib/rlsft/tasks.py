@@ -61,7 +61,8 @@ def build_navigation(profile: dict, params, seed: int) -> dict:
                          eval_sets=params.eval_sets, base_per_problem=params.base_per_problem,
                          base_styles=params.base_styles, teacher_per_problem=params.teacher_per_problem,
                          n_facts=params.n_facts, seed=seed, teacher_slack=params.teacher_slack,
-                         teacher_explore=params.teacher_explore)
+                         teacher_explore=params.teacher_explore,
+                         teacher_check=params.teacher_check)
     return {"world": d["world"], "problems": d["eval"], "train_problems": d["train"],
             "base_corpus": d["base_corpus"], "sft": d["sft"]}
 

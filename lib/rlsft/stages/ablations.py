@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from rlsft import config
 from rlsft import io
 from rlsft.embedders import cosine_noop_reason, get_embedder, outputs_unit_vectors
-from rlsft.graphs import (GRAPH_KEYS, RATIO_COLUMNS, decay_ratios, decay_table_from_graphs, graphs_from_tables,
-                          sorted_decay, sparsify_topk)
+from rlsft.graphs import GRAPH_KEYS, decay_table_from_graphs, graphs_from_tables, sorted_decay, sparsify_topk
 from rlsft.params import build, param
+from rlsft.ratios import RATIO_COLUMNS, decay_ratios
 from rlsft.stages import graphs as graphs_stage
 from rlsft.stages.graphs import step_analysis
 

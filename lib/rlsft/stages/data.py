@@ -42,6 +42,8 @@ class Params:
     teacher_per_problem: int = param(2, "teacher traces per training problem (SFT data)", ge=0)
     teacher_slack: int = param(1, "teacher's depth limit: shortest distance + slack hops", ge=0)
     teacher_explore: float = param(0.1, "probability that the teacher tries a wrong road and backtracks", ge=0, le=1)
+    teacher_check: float = param(0.0, "probability that the teacher recalls a place's roads before it picks one "
+                                 "(a step Base's attempts never write)", ge=0, le=1)
     n_facts: int = param(20, "copies of the world's road list in pretraining", ge=0)
     # paper benchmarks
     benchmarks: list[str] = param([], "task 'benchmarks': e.g. ['aime24', 'aime25', 'amc23'] or ['humaneval']")

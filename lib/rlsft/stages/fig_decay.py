@@ -22,9 +22,11 @@ import pandas as pd
 
 from rlsft import VARIANTS
 from rlsft import io
-from rlsft.graphs import GEOMEAN_COLUMNS, VISITED_SUMMARY_COLUMNS, graphs_from_tables
+from rlsft.controls import VISITED_SUMMARY_COLUMNS
+from rlsft.graphs import graphs_from_tables
 from rlsft.headline import DECAY_HEADLINE_COLUMNS, decay_headline, decomposition_notes, geomean_headline
 from rlsft.params import param
+from rlsft.ratios import GEOMEAN_COLUMNS
 
 NOTEBOOK = "41_fig6_decay.ipynb"
 KIND = "figure"

@@ -17,10 +17,10 @@ tables, ``decay_ratios.csv``, ``decay_geomeans.csv``, ``matched_decay.csv``, ``v
 
 beta is fitted on the raw rank (§6.4), so a graph that visits fewer nodes has a larger beta for the
 same shape of decay. Each ratio therefore comes with its node-count part and its shape part
-(:func:`rlsft.graphs.decay_ratios`), a node-count-matched control (:func:`rlsft.graphs.matched_decay`,
+(:func:`rlsft.ratios.decay_ratios`), a node-count-matched control (:func:`rlsft.controls.matched_decay`,
 computed per clustering group while the group is in memory) and, per variant, the share of the K
-clusters its graphs visit (:func:`rlsft.graphs.visited_summary`; a warning above
-:data:`rlsft.graphs.SATURATION`).
+clusters its graphs visit (:func:`rlsft.controls.visited_summary`; a warning above
+:data:`rlsft.controls.SATURATION`).
 """
 from __future__ import annotations
 
@@ -34,12 +34,13 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from rlsft import io
+from rlsft.controls import (MATCHED_COLUMNS, SATURATION, matched_decay, saturation_warnings, visited_summary,
+                            visited_table)
 from rlsft.embedders import get_embedder
-from rlsft.graphs import (DECAY_COLUMNS, GRAPH_KEY, GRAPH_KEYS, MATCHED_COLUMNS, SATURATION, decay_geomeans,
-                          decay_ratios, decay_table_from_graphs, graph_metrics, graph_tables, graphs_from_steps,
-                          matched_decay, node_metric_table, paths_from_steps, saturation_warnings, sorted_decay,
-                          summarize_seed_spread, visited_summary, visited_table)
+from rlsft.graphs import (DECAY_COLUMNS, GRAPH_KEY, GRAPH_KEYS, decay_table_from_graphs, graph_metrics, graph_tables,
+                          graphs_from_steps, node_metric_table, paths_from_steps, sorted_decay)
 from rlsft.params import param
+from rlsft.ratios import decay_geomeans, decay_ratios, summarize_seed_spread
 from rlsft.steps import STEP_COLUMNS, cluster_group, embedded_groups
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def _graph_group(key: tuple, steps_df, C, info: dict, streams: Mapping, scope: s
 
     Completes ``info`` (scope, seconds_graphs, seconds_metrics, seconds_matched, seconds) and
     returns ``(decay table, matched table or None)``; ``matched``: keyword arguments of
-    :func:`rlsft.graphs.matched_decay` (draws, seed), or None for no matched control.
+    :func:`rlsft.controls.matched_decay` (draws, seed), or None for no matched control.
     """
     t0 = time.perf_counter()
     graphs = graphs_from_steps(steps_df, {key: C}, sparsify_k)
@@ -228,7 +229,7 @@ def step_analysis(samples, segment_kwargs: dict | None, embedder, cache_dir, k: 
     ``decay_rates.csv`` and ``clustering.csv``; every file is written atomically (a parquet file
     grows in a temporary file, one row group per group, and is renamed when all groups are done).
     ``out_dir=None`` writes nothing (ablations). ``matched_draws > 0`` also computes the
-    node-count-matched control of each group (:func:`rlsft.graphs.matched_decay`, seeded by
+    node-count-matched control of each group (:func:`rlsft.controls.matched_decay`, seeded by
     ``seed``), written as ``matched_decay.csv``. Returns :class:`StepAnalysis` (decay table in
     :func:`rlsft.graphs.decay_table_from_graphs`' order; clustering record, columns
     :data:`CLUSTERING_COLUMNS`; timings, :data:`TIMING_COLUMNS`, written as the hidden
@@ -332,8 +333,8 @@ def embedding_cache(ctx) -> Path:
 
 def saturation(decay, clustering, threshold: float = SATURATION):
     """``(visited per graph, visited summary per variant, warning lines)`` of a step analysis
-    (:func:`rlsft.graphs.visited_table`, :func:`rlsft.graphs.visited_summary`,
-    :func:`rlsft.graphs.saturation_warnings`); each warning is also logged."""
+    (:func:`rlsft.controls.visited_table`, :func:`rlsft.controls.visited_summary`,
+    :func:`rlsft.controls.saturation_warnings`); each warning is also logged."""
     visited = visited_table(decay, clustering)
     summary = visited_summary(visited, threshold)
     lines = saturation_warnings(summary, threshold)

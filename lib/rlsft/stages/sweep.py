@@ -8,7 +8,7 @@ stage measures both, from one run that reuses what stage ``graphs`` computed:
 - **M axis** (:func:`m_axis`): responses are subsampled **after** clustering -- the nodes of stage
   ``graphs`` (``graphs/steps.parquet``), the same clusters for every M -- keeping ``m`` responses per
   variant and problem (a random subset, seeded per graph, each smaller one inside the larger,
-  :func:`rlsft.graphs.subsample_paths`) for m = ``m_first``, 2 ``m_first``, ... below the profile's M,
+  :func:`rlsft.controls.subsample_paths`) for m = ``m_first``, 2 ``m_first``, ... below the profile's M,
   and M itself (the main run);
 - **K axis** (:func:`k_axis`): every clustering group K-means'd again for each K of a fixed grid
   (:data:`K_GRID`, about two values per doubling) from 0.25 to 10 times the profile's K
@@ -16,9 +16,9 @@ stage measures both, from one run that reuses what stage ``graphs`` computed:
   ``graphs`` filled (no step is encoded again); the profile's own K is the main run, not recomputed.
 
 Each point gets the ratios of median beta with their node-count and shape parts and bootstrap
-intervals (:func:`rlsft.graphs.decay_ratios`), their geometric means over metrics
-(:func:`rlsft.graphs.decay_geomeans`) and each variant's visited fraction
-(:func:`rlsft.graphs.visited_summary`); :func:`rlsft.graphs.rule_k` names the smallest grid K of
+intervals (:func:`rlsft.ratios.decay_ratios`), their geometric means over metrics
+(:func:`rlsft.ratios.decay_geomeans`) and each variant's visited fraction
+(:func:`rlsft.controls.visited_summary`); :func:`rlsft.controls.rule_k` names the smallest grid K of
 the K axis at which no variant is saturated: the saturation rule that sets the profiles' K. Top-k sparsification (``sparsify_k``) is applied on the K axis and
 not on the M axis (the saved steps carry no centroids); none of the shipped profiles sparsifies.
 
@@ -36,11 +36,12 @@ import time
 import pandas as pd
 
 from rlsft import io
+from rlsft.controls import SATURATION, rule_k, subsample_paths, visited_summary, visited_table
 from rlsft.embedders import get_embedder
-from rlsft.graphs import (PATH_KEYS, SATURATION, decay_geomeans, decay_ratios, decay_table_from_graphs,
-                          graphs_from_paths, graphs_from_steps, paths_from_steps, rule_k, sorted_decay,
-                          subsample_paths, visited_summary, visited_table)
+from rlsft.graphs import (PATH_KEYS, decay_table_from_graphs, graphs_from_paths, graphs_from_steps, paths_from_steps,
+                          sorted_decay)
 from rlsft.params import param
+from rlsft.ratios import decay_geomeans, decay_ratios
 from rlsft.stages import graphs as graphs_stage
 from rlsft.stages.ablations import graphs_params
 from rlsft.steps import cluster_group, embedded_groups
@@ -55,7 +56,7 @@ OUTPUTS = ("sweep",)
 RATIO_KEEP = ["family", "metric", "comparison", "n_problems", "ratio", "ci_low", "ci_high", "node_ratio",
               "node_ci_low", "node_ci_high", "shape_ratio", "shape_ci_low", "shape_ci_high", "paper_value",
               "expected_direction", "agrees"]
-"""The columns of :func:`rlsft.graphs.decay_ratios` kept per sweep point (rows over all benchmarks)."""
+"""The columns of :func:`rlsft.ratios.decay_ratios` kept per sweep point (rows over all benchmarks)."""
 
 
 K_GRID = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
@@ -116,7 +117,7 @@ def _point(decay, clustering, axis: str, value: int, n_boot: int, seed: int) -> 
 
 def m_axis(graph_dir, m_first: int, n_boot: int, seed: int, main_decay=None) -> list[dict]:
     """The points of the M axis: the nodes of stage ``graphs`` (``steps.parquet``), ``m`` responses
-    per variant and problem (:func:`rlsft.graphs.subsample_paths`, seeded by ``seed``); the
+    per variant and problem (:func:`rlsft.controls.subsample_paths`, seeded by ``seed``); the
     largest M is ``main_decay`` when given (the main run), else rebuilt from all responses."""
     steps = pd.read_parquet(graph_dir / "steps.parquet", columns=[*PATH_KEYS, "step_idx", "node"])
     clustering = pd.read_csv(graph_dir / "clustering.csv")
