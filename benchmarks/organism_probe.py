@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 
 from rlsft import organism as O  # noqa: E402
 from rlsft import task as T  # noqa: E402
+from rlsft import tasks  # noqa: E402
 from rlsft.backends import SamplingParams, transformers_generate  # noqa: E402
 from rlsft.stages import data as data_stage  # noqa: E402
 from rlsft.stages import samples as samples_stage  # noqa: E402
@@ -72,13 +73,9 @@ def main() -> int:
     dp = dataclasses.replace(data_stage.Params(), **json.loads(args.data))
     tp = dataclasses.replace(train_stage.Params(), **json.loads(args.train))
     sp = samples_stage.Params()
-    d = T.make_task_data(n_places=dp.n_places, out_degree=dp.out_degree, world_seed=dp.world_seed,
-                         eval_sets=dp.eval_sets, base_per_problem=dp.base_per_problem, base_styles=dp.base_styles,
-                         teacher_per_problem=dp.teacher_per_problem, n_facts=dp.n_facts, seed=args.seed,
-                         teacher_slack=dp.teacher_slack, teacher_explore=dp.teacher_explore,
-                         teacher_check=dp.teacher_check)
-    world, evals = d["world"], d["eval"]
-    data = {"base_corpus": d["base_corpus"]["text"], "sft": d["sft"], "train": d["train"],
+    d = tasks.build_navigation({}, dp, args.seed)  # the data stage's own builder
+    world, evals = d["world"], d["problems"]
+    data = {"base_corpus": d["base_corpus"]["text"], "sft": d["sft"], "train": d["train_problems"],
             "sft_texts": d["sft"]["completion"], "eval_texts": evals["prompt"]}
     tparams = {f.name: getattr(tp, f.name) for f in dataclasses.fields(tp)}
     base_id = key([getattr(dp, k) for k in BASE_KEYS], args.seed, tparams)
