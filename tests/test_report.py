@@ -406,7 +406,6 @@ def test_browser_ci_report_screenshot(tmp_path, serve, ci_pipeline):
 def test_headline_leaves_out_comparisons_of_absent_variants(tmp_path):
     """A family with only Base and RL (imported completions): no SFT rows in the headline."""
     import pandas as pd
-
     from rlsft.headline import present_comparisons
 
     summary = pd.DataFrame({"family": ["f", "f", "g", "g", "g", "g"], "variant": ["Base", "RL", "Base", "RL", "SFT", "SFT+RL"],
@@ -448,9 +447,9 @@ organism,frequency,SFT/Base,100,1.0096,0.9488,1.098,1.0,1.0,1.0,1.01,0.95,1.1,1.
 GEOMEAN_CSV = """comparison,n_ratios,ratio,ci_low,ci_high,node_ratio,node_ci_low,node_ci_high,shape_ratio,shape_ci_low,shape_ci_high,paper_value,expected_direction,agrees,shape_agrees
 RL/Base,3,1.3876,1.31,1.46,1.3589,1.3,1.42,1.03,0.97,1.09,2.5,up,yes,unclear
 """
-VISITED_CSV = """family,variant,n_graphs,median_visited,median_k_used,median_visited_fraction,saturated
-organism,Base,100,38.0,40.0,0.95,True
-organism,RL,100,29.0,40.0,0.725,False
+VISITED_CSV = """family,variant,n_graphs,median_visited,median_k_asked,median_k_used,median_visited_fraction,saturated
+organism,Base,100,38.0,40.0,39.0,0.95,True
+organism,RL,100,29.0,40.0,39.0,0.725,False
 """
 
 
@@ -473,7 +472,7 @@ def test_readme_block_and_report_show_every_part(tmp_path):
     # one sentence per comparison says which part carries it
     assert ("- RL/Base: β ratio 1.39 [1.31, 1.46] is carried by node count (RL visits fewer nodes than Base, "
             "part 1.36 [1.30, 1.42]); the shape part 1.03 [0.97, 1.09] holds 1.") in block
-    assert "| Base | 38.0 | 40.0 | 0.95 | yes |" in block and "| RL | 29.0 | 40.0 | 0.72 | no |" in block
+    assert "| Base | 38.0 | 40.0 | 39.0 | 0.95 | yes |" in block and "| RL | 29.0 | 40.0 | 39.0 | 0.72 | no |" in block
     decay = _section(build_report(root, {"name": "parts"}).read_text(), "decay")
     for text in ("1.31 [1.20, 1.40]", "1.18 [1.05, 1.30]", "1.20 [1.10, 1.31]", "node-count part",
                  "Geometric mean over metrics", "1.39 [1.31, 1.46]", "Visited fraction", "0.95", "median β·N"):
@@ -517,7 +516,6 @@ def test_imported_checks_in_readme_block_and_report(fake):
 def _backend_run(root: Path, shift: float) -> None:
     """A minimal results folder: samples of two variants on 6 problems, unique counts and ratios."""
     import pandas as pd
-
     rows = [{"family": "organism", "variant": v, "benchmark": "nav-a", "problem": f"p{i}", "sample": j,
              "correct": (i + j + (v == "RL")) % 3 == 0 if shift == 0 or j else (i % 2 == 0)}
             for v in ("Base", "RL") for i in range(6) for j in range(4)]
@@ -549,3 +547,22 @@ def test_backends_side_by_side_in_the_block_of_a_profile_with_another_backend(tm
     assert "| RL | nav-a | unique incorrect | 2.000 | 2.500 | 0.500 [" in block
     assert "| nav-a | unique_incorrect | RL/Base | 0.66 [0.50, 0.80] | 1.66 [0.50, 0.80] |" in block
     assert "Backends side by side" not in readme_block(tmp_path / "organism-vllm")
+
+
+def test_sweep_block_shows_each_point_with_its_shape_part_and_marks_the_profile_point(tmp_path):
+    import pandas as pd
+    from rlsft.report import _md_sweep
+
+    root = tmp_path / "prof"
+    assert _md_sweep(root) is None  # the stage has not run: no block
+    (root / "sweep").mkdir(parents=True)
+    rows = [("M", 4, "RL/Base", 1.5, 1.1), ("M", 8, "RL/Base", 2.0, 1.0), ("K", 8, "RL/Base", 1.2, 0.9),
+            ("K", 16, "RL/Base", 2.0, 1.0), ("M", 4, "SFT/Base", float("nan"), float("nan"))]
+    pd.DataFrame(rows, columns=["axis", "value", "comparison", "ratio", "shape_ratio"]).to_csv(
+        root / "sweep" / "geomeans.csv", index=False)
+    (root / "sweep" / "k_rule.json").write_text('{"profile_k": 16, "k_rule": 8}')
+    text = _md_sweep(root)
+    assert "K = 8, the smallest grid K" in text
+    assert "| M | 4 | 1.50 (1.10) |" in text and "| M | 8* | 2.00 (1.00) |" in text
+    assert "| K | 16* | 2.00 (1.00) |" in text and "| K | 8 | 1.20 (0.90) |" in text
+    assert "SFT/Base" not in text  # a comparison without any number is left out

@@ -204,6 +204,31 @@ def test_cluster_steps_seeded_capped_and_weighted():
         cluster_steps(np.zeros((0, 3)), k=2)
 
 
+def test_cluster_steps_thread_limit_gives_the_same_clusters():
+    from threadpoolctl import threadpool_info
+
+    X = np.random.default_rng(5).normal(size=(300, 8)).astype(np.float32)
+    seen = []
+
+    import rlsft.clustering as clustering
+    real_fit = clustering._fit
+
+    def spy(*a, **kw):
+        seen.append(max((p["num_threads"] for p in threadpool_info()), default=None))
+        return real_fit(*a, **kw)
+
+    clustering._fit = spy
+    try:
+        one = cluster_steps(X, k=12, seed=2, threads=1)
+        every = cluster_steps(X, k=12, seed=2, threads=None)
+    finally:
+        clustering._fit = real_fit
+    assert np.array_equal(one[0], every[0]) and np.allclose(one[1], every[1], atol=1e-5)
+    assert seen[0] == 1  # the pools were capped inside the fit
+    with pytest.raises(ValueError, match="threads"):
+        cluster_steps(X, k=2, threads=0)
+
+
 def test_cluster_minibatch_path_is_seeded():
     X = np.random.default_rng(1).normal(size=(400, 4))
     a = cluster_steps(X, k=5, seed=3, minibatch_above=100)

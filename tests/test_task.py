@@ -75,6 +75,19 @@ def test_correct_base_styles_verify(world, splits, style):
     assert all(T.check(world, p, T.base_attempt(world, p, rng, style))[1] for p in train)
 
 
+def test_early_stops_on_the_habit_route_and_fails(world, splits):
+    _, train = splits
+    rng = random.Random(3)
+    for p in [q for q in train if q.level >= 2][:40]:
+        early = T.base_attempt(world, p, rng, "early")
+        habit = T.base_attempt(world, p, random.Random(0), "habit")
+        route, ok = T.check(world, p, early)
+        assert not ok and route is not None
+        # the roads it walks are the habit's own, one fewer
+        habit_route = T.check(world, p, habit)[0]
+        assert habit_route.startswith(route) and len(route.split()) == len(habit_route.split()) - 1
+
+
 def test_hallucinated_roads_fail(world, splits):
     _, train = splits
     rng = random.Random(2)

@@ -165,8 +165,8 @@ SATURATION = 0.8
 """A variant whose median visited fraction (visited nodes / K used) is above this is saturated at K:
 its graph cannot grow by much, so K, not the model, sets its node count."""
 
-VISITED_COLUMNS = [*GRAPH_KEYS, "visited", "k_used", "visited_fraction"]
-VISITED_SUMMARY_COLUMNS = ["family", "variant", "n_graphs", "median_visited", "median_k_used",
+VISITED_COLUMNS = [*GRAPH_KEYS, "visited", "k_asked", "k_used", "visited_fraction"]
+VISITED_SUMMARY_COLUMNS = ["family", "variant", "n_graphs", "median_visited", "median_k_asked", "median_k_used",
                            "median_visited_fraction", "saturated"]
 
 
@@ -175,15 +175,25 @@ def _problem_str(s):
 
 
 def visited_table(decay_df, clustering):
-    """Per graph: ``visited`` (its nodes), ``k_used`` (the clusters of its clustering group, from
-    ``clustering.csv``) and ``visited_fraction`` = visited / k_used. Columns :data:`VISITED_COLUMNS`.
+    """Per graph: ``visited`` (its nodes), ``k_asked`` and ``k_used`` (the clusters K-means was asked
+    for and fitted in its clustering group, from ``clustering.csv``; ``k_used`` = min(K, the group's
+    distinct steps)) and ``visited_fraction`` = visited / k_asked. Columns :data:`VISITED_COLUMNS`.
+
+    The fraction is of the clusters K allows, not of those fitted: when K reaches a group's distinct
+    steps every step is its own node, K caps nothing, and a variant that writes most of the group's
+    sentences (visited / k_used near 1) can still expand by writing new ones; that is not
+    saturation. Where K binds (K < distinct steps) the two denominators are equal. A table without
+    ``k_asked`` falls back to ``k_used``.
 
     >>> import pandas as pd
     >>> d = pd.DataFrame({"family": "f", "variant": ["Base", "RL"], "benchmark": "b", "problem": "p",
     ...                   "metric": "degree", "n_graph_nodes": [9, 5]})
-    >>> c = pd.DataFrame({"family": ["f"], "benchmark": ["b"], "problem": ["p"], "k_used": [10]})
+    >>> c = pd.DataFrame({"family": ["f"], "benchmark": ["b"], "problem": ["p"], "k_asked": [10], "k_used": [10]})
     >>> visited_table(d, c)["visited_fraction"].tolist()
     [0.9, 0.5]
+    >>> c2 = c.assign(k_asked=20)   # K above the group's 10 distinct steps: half of what K allows
+    >>> visited_table(d, c2)["visited_fraction"].tolist()
+    [0.45, 0.25]
     """
     if decay_df.empty or clustering is None or clustering.empty:
         return pd.DataFrame(columns=VISITED_COLUMNS)
@@ -195,29 +205,32 @@ def visited_table(decay_df, clustering):
     g["_p"] = _problem_str(g["problem"])
     c["_p"] = _problem_str(c["problem"]) if "problem" in c.columns else ""
     keys = [k if k != "problem" else "_p" for k in on]
-    c = c[[*keys, "k_used"]].drop_duplicates(keys)
+    if "k_asked" not in c.columns:
+        c["k_asked"] = c["k_used"]
+    c = c[[*keys, "k_asked", "k_used"]].drop_duplicates(keys)
     for col in ("family", "benchmark"):
         g[col], c[col] = g[col].astype(str), c[col].astype(str)
     out = g.merge(c, on=keys, how="left").drop(columns="_p")
-    out["visited_fraction"] = out["visited"] / out["k_used"]
+    out["visited_fraction"] = out["visited"] / out["k_asked"].fillna(out["k_used"])
     return out.reindex(columns=VISITED_COLUMNS).reset_index(drop=True)
 
 
 def visited_summary(visited, threshold: float = SATURATION):
-    """Per (family, variant): graphs, median visited nodes, median K used, median visited fraction,
-    and ``saturated`` (that median above ``threshold``). Variants in the canonical order.
+    """Per (family, variant): graphs, median visited nodes, median K asked and used, median visited
+    fraction, and ``saturated`` (that median above ``threshold``). Variants in the canonical order.
 
     >>> import pandas as pd
     >>> v = pd.DataFrame({"family": "f", "variant": ["RL", "Base", "Base"], "visited": [5, 9, 10],
-    ...                   "k_used": 10, "visited_fraction": [0.5, 0.9, 1.0]})
+    ...                   "k_asked": 10, "k_used": 10, "visited_fraction": [0.5, 0.9, 1.0]})
     >>> visited_summary(v)[["variant", "median_visited_fraction", "saturated"]].values.tolist()
     [['Base', 0.95, True], ['RL', 0.5, False]]
     """
     if visited.empty:
         return pd.DataFrame(columns=VISITED_SUMMARY_COLUMNS)
+    visited = visited if "k_asked" in visited.columns else visited.assign(k_asked=visited["k_used"])
     g = visited.groupby(["family", "variant"], sort=False)
     out = g.agg(n_graphs=("visited", "size"), median_visited=("visited", "median"),
-                median_k_used=("k_used", "median"), median_visited_fraction=("visited_fraction", "median")).reset_index()
+                median_k_asked=("k_asked", "median"), median_k_used=("k_used", "median"), median_visited_fraction=("visited_fraction", "median")).reset_index()
     out["saturated"] = out["median_visited_fraction"] > threshold
     rank = {v: i for i, v in enumerate(VARIANTS)}
     out["_f"] = out["family"].map({f: i for i, f in enumerate(dict.fromkeys(visited["family"]))})
@@ -229,7 +242,7 @@ def saturation_warnings(summary, threshold: float = SATURATION) -> list[str]:
     """One line per saturated (family, variant) of :func:`visited_summary` (none: ``[]``).
 
     >>> import pandas as pd
-    >>> s = pd.DataFrame({"family": ["f"], "variant": ["Base"], "median_visited": [38.0], "median_k_used": [40.0],
+    >>> s = pd.DataFrame({"family": ["f"], "variant": ["Base"], "median_visited": [38.0], "median_k_asked": [40.0],
     ...                   "median_visited_fraction": [0.95], "saturated": [True]})
     >>> saturation_warnings(s)[0][:66]
     'f/Base: its graphs visit a median 95% of the K clusters (38 of 40)'
@@ -237,7 +250,8 @@ def saturation_warnings(summary, threshold: float = SATURATION) -> list[str]:
     out = []
     for _, r in summary[summary["saturated"].astype(bool)].iterrows():
         out.append(f"{r['family']}/{r['variant']}: its graphs visit a median {r['median_visited_fraction']:.0%} of "
-                   f"the K clusters ({r['median_visited']:.0f} of {r['median_k_used']:.0f}), above {threshold:.0%}: "
+                   f"the K clusters ({r['median_visited']:.0f} of {r.get('median_k_asked', r.get('median_k_used')):.0f}), "
+                   f"above {threshold:.0%}: "
                    f"saturated at K, so K rather than the model bounds its node count; raise K")
     return out
 

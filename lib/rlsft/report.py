@@ -512,14 +512,16 @@ def visited_block(root: Path) -> str:
     if note is not None:
         return title + note
     multi = "family" in df.columns and df["family"].nunique() > 1
-    header = (["family"] if multi else []) + ["variant", "graphs", "median visited nodes", "median K used",
-                                              "median visited fraction", "saturated (> 0.8)"]
+    header = (["family"] if multi else []) + ["variant", "graphs", "median visited nodes", "median K",
+                                              "median K used", "median visited fraction", "saturated (> 0.8)"]
     rows = [([_esc(_get(r, "family", ""))] if multi else []) + [
         _esc(_get(r, "variant", "")), fmt_num(_get(r, "n_graphs")), fmt_num(_get(r, "median_visited"), 1),
-        fmt_num(_get(r, "median_k_used"), 1), fmt_num(_get(r, "median_visited_fraction")),
+        fmt_num(_get(r, "median_k_asked"), 1), fmt_num(_get(r, "median_k_used"), 1),
+        fmt_num(_get(r, "median_visited_fraction")),
         _saturated_cell(_get(r, "saturated"))] for _, r in df.iterrows()]
     return (title + f'<p class="src">A variant whose graphs visit most of the K clusters cannot expand past K: '
-            f'K, not the model, bounds its node count and so its β. From <a href="../{_href(rel)}">'
+            f'K, not the model, bounds its node count and so its β. The fraction is of K (visited / K); K used '
+            f'is smaller where K reaches a problem\'s distinct steps, and there K caps nothing. From <a href="../{_href(rel)}">'
             f'<code>{_esc(rel)}</code></a>.</p>' + _html_table(header, rows))
 
 
@@ -847,9 +849,10 @@ def _md_geomean(df, src: str) -> str:
 def _md_visited(df, src: str) -> str:
     multi = "family" in df.columns and df["family"].nunique() > 1
     rows = [([str(_get(r, "family", ""))] if multi else []) + [
-        str(_get(r, "variant", "")), fmt_num(_get(r, "median_visited"), 1), fmt_num(_get(r, "median_k_used"), 1),
-        fmt_num(_get(r, "median_visited_fraction")), H.agreement_word(_get(r, "saturated"))] for _, r in df.iterrows()]
-    return _md_table((["family"] if multi else []) + ["variant", "median visited nodes", "median K used",
+        str(_get(r, "variant", "")), fmt_num(_get(r, "median_visited"), 1), fmt_num(_get(r, "median_k_asked"), 1),
+        fmt_num(_get(r, "median_k_used"), 1), fmt_num(_get(r, "median_visited_fraction")),
+        H.agreement_word(_get(r, "saturated"))] for _, r in df.iterrows()]
+    return _md_table((["family"] if multi else []) + ["variant", "median visited nodes", "median K", "median K used",
                                                       "median visited fraction", "saturated (> 0.8)"], rows)
 
 
@@ -882,8 +885,9 @@ _MD_INTROS = {
              "direction as paper: yes only when the CI excludes 1 on the paper's side; from `{src}`:",
     "geomean": "**Geometric mean over metrics** (PAPER.md §6.4's aggregation; raw β and its shape part, 95% CI), "
                "from `{src}`:",
-    "visited": "**Visited fraction** (median share of the K clusters a variant's graphs visit; above 0.8 the "
-               "variant is saturated at K), from `{src}`:",
+    "visited": "**Visited fraction** (median share of the K clusters a variant's graphs visit, visited / K; "
+               "above 0.8 the variant is saturated at K; K used = min(K, a problem's distinct steps) is smaller "
+               "where K reaches the distinct steps, and there K caps nothing), from `{src}`:",
     "unique": "**Unique-trajectory ratios** (mean unique trajectories per problem, after / before, 95% CI; "
               "expected: RL/Base incorrect down, SFT/Base correct up), from `{src}`:",
     "summary": "**pass@1 per variant**, from `{src}`:",
@@ -893,6 +897,12 @@ _MD_INTROS = {
                 "backends draw different random numbers, so agreement means an interval that holds 0, not "
                 "equal numbers; `rlsft.agreement`, from `results/{a}` and `results/{b}`), then the "
                 "unique-trajectory ratios of both runs:",
+    "sweep": "**How the ratio moves with K and M** (stage sweep: the geometric mean over metrics of the β ratio "
+             "and, in parentheses, of its shape part, at each number of clusters K with the same samples, and at "
+             "each number of responses per variant M subsampled with the same clusters; * marks the profile's "
+             "own K and M; the saturation rule picks K = {k_rule}, the smallest grid K at which no variant's "
+             "median visited fraction exceeds 0.8), from `{src}` (figure: `results/{name}/figures/"
+             "fig_sweep_geomean.png`):",
     "imported": "**Imported completions** (the variants of a family on the problems they share, with the same "
                 "samples per problem; `stages.samples.imported_balance`), from `{src}`:",
 }
@@ -976,6 +986,33 @@ def _md_backends(root: Path, partner: Path) -> str:
     return "\n\n".join(out)
 
 
+def _md_sweep(root: Path) -> str | None:
+    """The K and M axes of stage ``sweep`` (``sweep/geomeans.csv``, ``sweep/k_rule.json``): one row per
+    point, one column per comparison, ``β ratio (shape part)``; ``None`` when the stage has not run."""
+    path = root / "sweep" / "geomeans.csv"
+    if not path.exists():
+        return None
+    geo = pd.read_csv(path)
+    if geo.empty:
+        return "(`results/{}/sweep/geomeans.csv` has no rows)".format(root.name)
+    rule = read_json(root / "sweep" / "k_rule.json") if (root / "sweep" / "k_rule.json").exists() else {}
+    main_k = rule.get("profile_k")
+    main_m = int(geo.loc[geo["axis"] == "M", "value"].max()) if (geo["axis"] == "M").any() else None
+    comps = [c for c in dict.fromkeys(geo["comparison"]) if geo.loc[geo["comparison"] == c, "ratio"].notna().any()]
+    rows = []
+    for (axis, value), part in geo.groupby(["axis", "value"], sort=False):
+        own = (axis == "K" and value == main_k) or (axis == "M" and value == main_m)
+        cells = []
+        for c in comps:
+            r = part[part["comparison"] == c]
+            cells.append("—" if r.empty or H.is_missing(r["ratio"].iloc[0]) else
+                         f"{fmt_num(r['ratio'].iloc[0])} ({fmt_num(r['shape_ratio'].iloc[0])})")
+        rows.append([axis, f"{int(value)}{'*' if own else ''}", *cells])
+    intro = _MD_INTROS["sweep"].format(k_rule=rule.get("k_rule", "—"), src=f"results/{root.name}/sweep/geomeans.csv",
+                                      name=root.name)
+    return intro + "\n\n" + _md_table(["axis", "value", *comps], rows)
+
+
 def readme_block(root: Path, partner: Path | None = None) -> str:
     """The headline numbers of ``root`` (``results/<profile>``) as a markdown block; with ``partner``
     (:func:`backend_partner`), also the two backends side by side."""
@@ -987,6 +1024,9 @@ def readme_block(root: Path, partner: Path | None = None) -> str:
         out.append(_MD_INTROS[key].format(src=src))
         df, err = _md_read(root, key)
         out.append(err if err else render(df, src))
+    sweep = _md_sweep(root)
+    if sweep is not None:
+        out.append(sweep)
     imported, _ = headline_table(root, "imported")
     if imported is not None:  # only profiles that import completions have the balance report
         src = f"results/{root.name}/{SOURCES['imported'][0]}"

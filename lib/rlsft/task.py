@@ -272,6 +272,10 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
         route = world.shortest_paths(s, g)[0]
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
         return _finish(lines, route, g, rng)
+    if style == "early":  # the habit's route stopped one hop short, arrival claimed: a narrow failure
+        route = world.shortest_paths(s, g)[0][:-1]
+        lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
+        return _finish(lines, route, g, rng)
     if style == "shortest":  # any shortest route
         route = rng.choice(world.shortest_paths(s, g))
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
@@ -311,8 +315,8 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
     raise ValueError(f"unknown base style {style!r}; known: {sorted(BASE_STYLES)}")
 
 
-BASE_STYLES = {"habit": 0.25, "shortest": 0.05, "wander": 0.3, "greedy": 0.2, "hallucinate": 0.1,
-               "shortcut": 0.05, "teacher": 0.05}
+BASE_STYLES = {"habit": 0.25, "early": 0.35, "greedy": 0.2, "hallucinate": 0.05, "shortest": 0.05,
+               "shortcut": 0.05, "teacher": 0.05, "wander": 0.0}
 """Default mixture of the base corpus (weights; a profile can override them)."""
 
 

@@ -212,7 +212,8 @@ def ablation_ratios(cfg: Mapping, base: Mapping, samples, segment_kwargs: dict |
             how = f"top-{k_top} from the saved graph edges (no re-clustering)"
         else:
             dec = step_analysis(samples, segment_kwargs, emb, cache_dir, k=cfg["k"], seed=seed, scope=cfg["scope"],
-                                metric=cfg["metric"], sparsify_k=k_top, progress=progress).decay
+                                metric=cfg["metric"], sparsify_k=k_top, progress=progress,
+                                threads=cfg.get("kmeans_threads")).decay
             outdeg = None
             how = f"re-clustered: the saved graphs are top-{base['sparsify_k']}, fewer than {k_top} edges"
         rat = decay_ratios(dec, n_boot=n_boot, seed=seed)
@@ -223,7 +224,8 @@ def ablation_ratios(cfg: Mapping, base: Mapping, samples, segment_kwargs: dict |
                 rat = mark_na(rat, rat["family"] == fam, reason)
         return rat, dec, how
     dec = step_analysis(samples, segment_kwargs, emb, cache_dir, k=cfg["k"], seed=seed, scope=cfg["scope"],
-                        metric=cfg["metric"], sparsify_k=k_top, progress=progress).decay
+                        metric=cfg["metric"], sparsify_k=k_top, progress=progress,
+                        threads=cfg.get("kmeans_threads")).decay
     rat = decay_ratios(dec, n_boot=n_boot, seed=seed)
     rat["status"] = STATUS_COMPUTED
     return rat, dec, "re-clustered (streamed per group)"

@@ -75,6 +75,9 @@ class Params:
     n_boot: int = param(1000, "bootstrap resamples of problems for the ratios' intervals", ge=0)
     matched_draws: int = param(5, "draws of the node-count-matched control (random response orders per problem; "
                                   "the median beta over them); 0 = off", ge=0)
+    kmeans_threads: int | None = param(1, "threads of each group's K-means (1: fastest for per-problem groups "
+                                          "on a shared 2-core machine, and robust beside another job; None: "
+                                          "the library's default, every core)", ge=1)
 
 
 SAVED_TABLES = ("steps", "nodes", "edges", "node_metrics")
@@ -359,7 +362,7 @@ def run(ctx, params: Params) -> dict:
     seg, cache = segment_settings(params), embedding_cache(ctx)
     res = step_analysis(samples, seg, emb, cache, k=params.k, seed=ctx.seed, scope=params.scope,
                         metric=params.metric, sparsify_k=params.sparsify_k, out_dir=ctx.dir,
-                        matched_draws=params.matched_draws)
+                        matched_draws=params.matched_draws, threads=params.kmeans_threads)
     ratios = decay_ratios(res.decay, n_boot=params.n_boot, seed=ctx.seed,
                           matched=res.matched if params.matched_draws else None)
     io.write_csv(ctx.dir / "decay_ratios.csv", ratios)
@@ -380,7 +383,7 @@ def run(ctx, params: Params) -> dict:
     else:
         spread = seed_spread(samples, seg, emb, cache, k=params.k, seeds=params.spread_seeds, scope=params.scope,
                              metric=params.metric, sparsify_k=params.sparsify_k, n_boot=0,
-                             reuse={ctx.seed: res.decay})
+                             reuse={ctx.seed: res.decay}, threads=params.kmeans_threads)
     io.write_csv(ctx.dir / "seed_spread.csv", spread)
     return {"decay": res.decay, "clustering": res.clustering, "timings": res.timings, "ratios": ratios,
             "geomeans": geomeans, "matched": res.matched, "visited": visited, "visited_summary": vsum,

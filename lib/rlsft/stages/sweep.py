@@ -28,7 +28,6 @@ writes ``sweep/ratios.csv``, ``sweep/geomeans.csv``, ``sweep/visited.csv`` and `
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
@@ -76,9 +75,6 @@ class Params:
                                                "of stage graphs' K, and that K itself (the main run); each capped at "
                                                "a group's distinct steps")
     n_boot: int = param(1000, "bootstrap resamples of problems for each point's intervals", ge=0)
-    kmeans_threads: int | None = param(1, "threads of the K axis' K-means (1: fastest for per-problem groups on a "
-                                          "shared 2-core machine, and the same sums on any machine; None: the "
-                                          "library's default)", ge=1)
 
 
 def m_values(m_first: int, m_max: int) -> list[int]:
@@ -139,23 +135,11 @@ def m_axis(graph_dir, m_first: int, n_boot: int, seed: int, main_decay=None) -> 
     return points
 
 
-@contextlib.contextmanager
-def _threads(n: int | None):
-    """At most ``n`` threads in the OpenMP/BLAS pools inside the block (None: no limit)."""
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits  # ships with scikit-learn
-
-    with threadpool_limits(limits=int(n)):
-        yield
-
-
 def k_axis(samples, gparams, cache_dir, ks, seed: int, n_boot: int, main=None, device: str = "cpu",
-           progress: bool = True, threads: int | None = 1) -> tuple[list[dict], int]:
+           progress: bool = True) -> tuple[list[dict], int]:
     """The points of the K axis: each clustering group K-means'd again for each K of ``ks`` (other
     than the main run's K, when ``main = (K, decay, clustering)`` is given), from the embedding cache
-    ``cache_dir``, one group in memory at a time, with at most ``threads`` threads. Returns
+    ``cache_dir``, one group in memory at a time, with stage ``graphs``' K-means threads. Returns
     ``(points, steps encoded)``; the second is 0 when the cache held every step."""
     todo = [k for k in ks if main is None or k != main[0]]
     decay_parts: dict[int, list] = {k: [] for k in todo}
@@ -167,8 +151,8 @@ def k_axis(samples, gparams, cache_dir, ks, seed: int, n_boot: int, main=None, d
         for group in embedded_groups(samples, seg, emb, cache_dir, scope=gparams.scope, progress=progress):
             encoded += int(group.info["n_encoded"])
             for k in todo:
-                with _threads(threads):
-                    steps_df, C, info = cluster_group(group, k=k, seed=seed, metric=gparams.metric)
+                steps_df, C, info = cluster_group(group, k=k, seed=seed, metric=gparams.metric,
+                                                  threads=gparams.kmeans_threads)
                 graphs = graphs_from_steps(steps_df, {group.key: C}, gparams.sparsify_k)
                 decay_parts[k].append(decay_table_from_graphs(graphs))
                 info_rows[k].append(info)
@@ -216,8 +200,7 @@ def run(ctx, params: Params) -> dict:
         samples = pd.read_parquet(ctx.input("samples") / "all_samples.parquet")
         ks = k_values(gparams.k, params.k_grid, params.k_range)
         k_points, encoded = k_axis(samples, gparams, graphs_stage.embedding_cache(ctx), ks, ctx.seed, params.n_boot,
-                                   main=(gparams.k, main_decay, main_clustering), device=ctx.device,
-                                   threads=params.kmeans_threads)
+                                   main=(gparams.k, main_decay, main_clustering), device=ctx.device)
         if encoded:
             log.warning("the embedding cache lacked %d steps; they were encoded now", encoded)
     points = m_points + k_points
