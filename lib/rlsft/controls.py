@@ -162,7 +162,7 @@ def subsample_paths(paths: Mapping, m: int, seed: int = 0) -> dict:
 
 
 SATURATION = 0.8
-"""A variant whose median visited fraction (visited nodes / K used) is above this is saturated at K:
+"""A variant whose median visited fraction (visited nodes / K) is above this is saturated at K:
 its graph cannot grow by much, so K, not the model, sets its node count."""
 
 VISITED_COLUMNS = [*GRAPH_KEYS, "visited", "k_asked", "k_used", "visited_fraction"]
