@@ -406,6 +406,7 @@ def test_browser_ci_report_screenshot(tmp_path, serve, ci_pipeline):
 def test_headline_leaves_out_comparisons_of_absent_variants(tmp_path):
     """A family with only Base and RL (imported completions): no SFT rows in the headline."""
     import pandas as pd
+
     from rlsft.headline import present_comparisons
 
     summary = pd.DataFrame({"family": ["f", "f", "g", "g", "g", "g"], "variant": ["Base", "RL", "Base", "RL", "SFT", "SFT+RL"],
@@ -516,6 +517,7 @@ def test_imported_checks_in_readme_block_and_report(fake):
 def _backend_run(root: Path, shift: float) -> None:
     """A minimal results folder: samples of two variants on 6 problems, unique counts and ratios."""
     import pandas as pd
+
     rows = [{"family": "organism", "variant": v, "benchmark": "nav-a", "problem": f"p{i}", "sample": j,
              "correct": (i + j + (v == "RL")) % 3 == 0 if shift == 0 or j else (i % 2 == 0)}
             for v in ("Base", "RL") for i in range(6) for j in range(4)]

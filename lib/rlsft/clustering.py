@@ -10,7 +10,6 @@ restart / ``MiniBatchKMeans`` for large ones; K capped at the number of distinct
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import logging
 import time

@@ -211,7 +211,7 @@ def visited_table(decay_df, clustering):
     for col in ("family", "benchmark"):
         g[col], c[col] = g[col].astype(str), c[col].astype(str)
     out = g.merge(c, on=keys, how="left").drop(columns="_p")
-    out["visited_fraction"] = out["visited"] / out["k_asked"].fillna(out["k_used"])
+    out["visited_fraction"] = out["visited"] / out["k_asked"]
     return out.reindex(columns=VISITED_COLUMNS).reset_index(drop=True)
 
 
@@ -227,10 +227,10 @@ def visited_summary(visited, threshold: float = SATURATION):
     """
     if visited.empty:
         return pd.DataFrame(columns=VISITED_SUMMARY_COLUMNS)
-    visited = visited if "k_asked" in visited.columns else visited.assign(k_asked=visited["k_used"])
     g = visited.groupby(["family", "variant"], sort=False)
     out = g.agg(n_graphs=("visited", "size"), median_visited=("visited", "median"),
-                median_k_asked=("k_asked", "median"), median_k_used=("k_used", "median"), median_visited_fraction=("visited_fraction", "median")).reset_index()
+                median_k_asked=("k_asked", "median"), median_k_used=("k_used", "median"),
+                median_visited_fraction=("visited_fraction", "median")).reset_index()
     out["saturated"] = out["median_visited_fraction"] > threshold
     rank = {v: i for i, v in enumerate(VARIANTS)}
     out["_f"] = out["family"].map({f: i for i, f in enumerate(dict.fromkeys(visited["family"]))})
@@ -250,8 +250,7 @@ def saturation_warnings(summary, threshold: float = SATURATION) -> list[str]:
     out = []
     for _, r in summary[summary["saturated"].astype(bool)].iterrows():
         out.append(f"{r['family']}/{r['variant']}: its graphs visit a median {r['median_visited_fraction']:.0%} of "
-                   f"the K clusters ({r['median_visited']:.0f} of {r.get('median_k_asked', r.get('median_k_used')):.0f}), "
-                   f"above {threshold:.0%}: "
+                   f"the K clusters ({r['median_visited']:.0f} of {r['median_k_asked']:.0f}), above {threshold:.0%}: "
                    f"saturated at K, so K rather than the model bounds its node count; raise K")
     return out
 

@@ -994,8 +994,9 @@ def _md_sweep(root: Path) -> str | None:
         return None
     geo = pd.read_csv(path)
     if geo.empty:
-        return "(`results/{}/sweep/geomeans.csv` has no rows)".format(root.name)
-    rule = read_json(root / "sweep" / "k_rule.json") if (root / "sweep" / "k_rule.json").exists() else {}
+        return f"(`results/{root.name}/sweep/geomeans.csv` has no rows)"
+    rule_path = root / "sweep" / "k_rule.json"
+    rule = read_json(rule_path) if rule_path.exists() else {}
     main_k = rule.get("profile_k")
     main_m = int(geo.loc[geo["axis"] == "M", "value"].max()) if (geo["axis"] == "M").any() else None
     comps = [c for c in dict.fromkeys(geo["comparison"]) if geo.loc[geo["comparison"] == c, "ratio"].notna().any()]
@@ -1008,7 +1009,7 @@ def _md_sweep(root: Path) -> str | None:
             cells.append("—" if r.empty or H.is_missing(r["ratio"].iloc[0]) else
                          f"{fmt_num(r['ratio'].iloc[0])} ({fmt_num(r['shape_ratio'].iloc[0])})")
         rows.append([axis, f"{int(value)}{'*' if own else ''}", *cells])
-    intro = _MD_INTROS["sweep"].format(k_rule=rule.get("k_rule", "—"), src=f"results/{root.name}/sweep/geomeans.csv",
+    intro = _MD_INTROS["sweep"].format(k_rule=rule.get("k_rule") or "—", src=f"results/{root.name}/sweep/geomeans.csv",
                                       name=root.name)
     return intro + "\n\n" + _md_table(["axis", "value", *comps], rows)
 
