@@ -6,7 +6,8 @@ problem, and print what the step level will see (no embedding, no clustering).
 
 Per variant and evaluation set: pass@1, distinct step sentences per problem (the raw material of a
 problem's reasoning graph: the node count the clusters can reach), distinct places named per
-problem, distinct correct routes and distinct incorrect texts per problem. ``--data`` and
+problem, distinct correct routes and distinct incorrect texts per problem, and pass@1 per
+level (shortest distance, over all sets). ``--data`` and
 ``--train`` override the organism profile's stage parameters (JSON); ``--seed`` and
 ``--world-seed`` draw another world and evaluation problems. Trained models are kept under
 ``--cache`` keyed by everything that shapes them, so a probe that changes only SFT reuses Base.
@@ -52,12 +53,16 @@ def probe_stats(world: T.World, problems: pd.DataFrame, texts: dict) -> dict:
         checks = [T.check(world, p, t) for t in outs]
         steps = {ln.strip() for t in outs for ln in t.splitlines() if ln.strip()}
         places = {w for s in steps for w in s.rstrip(".").replace(",", " ").split() if w in world.edges}
-        rows.append({"benchmark": r["benchmark"], "pass@1": sum(ok for _, ok in checks) / len(outs),
+        rows.append({"benchmark": r["benchmark"], "level": p.level, "pass@1": sum(ok for _, ok in checks) / len(outs),
                      "distinct steps": len(steps), "places": len(places),
                      "correct routes": len({route for route, ok in checks if ok}),
                      "incorrect texts": len({t for t, (_, ok) in zip(outs, checks) if not ok}),
                      "lines": sum(len(t.splitlines()) for t in outs) / len(outs)})
-    return pd.DataFrame(rows).groupby("benchmark").mean(numeric_only=True)
+    rows = pd.DataFrame(rows)
+    by_level = rows.groupby("level")["pass@1"].mean().rename(lambda v: f"pass@1 level {v}")
+    out = rows.drop(columns="level").groupby("benchmark").mean(numeric_only=True)
+    return pd.concat([out, pd.DataFrame([by_level.to_numpy()] * len(out), index=out.index, columns=by_level.index)],
+                     axis=1)
 
 
 def main() -> int:
@@ -68,6 +73,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=16, help="samples per problem")
     ap.add_argument("--cache", default="/tmp/rlsft-organism-probe")
+    ap.add_argument("--dump", help="also write every sampled text to this parquet file")
     args = ap.parse_args()
 
     dp = dataclasses.replace(data_stage.Params(), **json.loads(args.data))
@@ -84,7 +90,7 @@ def main() -> int:
     cache = Path(args.cache)
     todo = [v for v in O.training_order({v: RECIPES[v] for v in {*args.variants, *(
         RECIPES[v].get("from") for v in args.variants)} - {None}})]
-    stats = {}
+    stats, dumped = {}, []
     for v in todo:
         out = cache / f"{v.replace('+', '_')}-{ids[v]}"
         parent = RECIPES[v].get("from")
@@ -106,6 +112,9 @@ def main() -> int:
             got = transformers_generate(model, tok, dict(zip(part["problem"], part["prompt"])), params)
             texts.update({k: [c.text for c in cs] for k, cs in got.items()})
         stats[v] = probe_stats(world, evals, texts)
+        dumped += [{"variant": v, "problem": k, "text": t} for k, ts in texts.items() for t in ts]
+    if args.dump:
+        pd.DataFrame(dumped).merge(evals[["problem", "benchmark", "level", "start", "goal"]]).to_parquet(args.dump)
     table = pd.concat(stats, names=["variant"]).round(3)
     print(f"[probe] data {args.data} train {args.train} seed {args.seed}")
     print(table.to_string())

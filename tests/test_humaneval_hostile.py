@@ -635,3 +635,30 @@ def test_the_runtime_is_read_only(host):
                       "add")
     assert r["passed"] is True, r
     assert not glob.glob(os.path.join(site, host + "*"))
+
+
+@needs_root_sandbox
+def test_a_runtime_under_tmp_keeps_the_private_root(monkeypatch, tmp_path, host):
+    """A Python runtime under /tmp (a virtual environment in a temporary clone) is exposed at the
+    same path, so the private root's /tmp holds it read-only; the candidate's writable folder
+    then moves to /scratch, and the private root, the read-only runtime and the clean-up stay."""
+    runtime = Path(tempfile.mkdtemp(prefix=f"{host}-runtime-", dir="/tmp"))
+    try:
+        monkeypatch.setattr(H, "RUNTIME_PATHS", H.RUNTIME_PATHS + (str(runtime),))
+        H._runtime_paths.cache_clear()
+        body = ("    import os\n"
+                f"    open('{host}-w', 'w').write('x')\n"
+                "    try:\n"
+                f"        open({str(runtime)!r} + '/{host}-x', 'w').write('x')\n"
+                "        ro = False\n"
+                "    except OSError:\n"
+                "        ro = True\n"
+                "    return [os.getcwd(), ro, os.path.isdir(" + repr(str(runtime)) + ")]\n")
+        r = check_program("def add():\n", body,
+                          "def check(candidate):\n    assert candidate() == ['/scratch', True, True]\n", "add")
+        assert r["passed"] is True, r
+        assert "chroot" in r["enforced"], r
+        assert os.listdir(runtime) == []
+    finally:
+        H._runtime_paths.cache_clear()
+        shutil.rmtree(runtime, ignore_errors=True)

@@ -88,6 +88,30 @@ def test_early_stops_on_the_habit_route_and_fails(world, splits):
         assert habit_route.startswith(route) and len(route.split()) == len(habit_route.split()) - 1
 
 
+def test_misstate_walks_the_habit_to_the_goal_and_fails_on_the_route_line(world, splits):
+    _, train = splits
+    rng = random.Random(4)
+    for p in train[:40]:
+        text = T.base_attempt(world, p, rng, "misstate")
+        habit = T.base_attempt(world, p, random.Random(0), "habit")
+        walked = T.replay(world, p, text)
+        assert walked["error"] is None and walked["path"] == T.replay(world, p, habit)["path"]
+        assert walked["path"][-1] == p.goal
+        route, ok = T.check(world, p, text)
+        assert not ok and route.split() == walked["path"][1:]  # the start left out
+
+
+def test_lost_walks_real_roads_away_from_the_goal_and_fails(world, splits):
+    _, train = splits
+    rng = random.Random(5)
+    for p in train[:60]:
+        text = T.base_attempt(world, p, rng, "lost")
+        walked = T.replay(world, p, text)
+        assert walked["error"] is None and p.level <= len(walked["path"]) - 1 <= p.level + 2
+        assert "Reached" not in text and "Arrived" not in text
+        assert walked["path"][-1] != p.goal and not T.check(world, p, text)[1]
+
+
 def test_hallucinated_roads_fail(world, splits):
     _, train = splits
     rng = random.Random(2)

@@ -49,7 +49,8 @@ With root (the CI and GPU machines), before anything runs:
    of the Python installation (``sys.prefix``, ``sys.base_prefix``), the shared-library folders
    (``/usr/lib``, ``/usr/lib64``, ``/lib``, ``/lib64``, ``/usr/local/lib``), ``/etc/ld.so.cache``
    and ``/dev/{null,zero,random,urandom}``. Both processes ``chroot`` into it; the candidate's
-   only writable folder is ``/tmp`` = its working folder. No other host file exists there (no
+   only writable folder is ``/tmp`` = its working folder (``/scratch`` when the Python runtime
+   itself lies under ``/tmp``, which then holds it read-only). No other host file exists there (no
    ``/etc/passwd``, no ``/proc``, no ``/bin/sh``); the tmpfs lives only as long as the namespace,
    so nothing written is left behind.
 3. **Privileges**: each process drops to its own throw-away uid (judge ``SANDBOX_UID_BASE +
@@ -193,6 +194,7 @@ if cfg["namespaces"]:
             common.append(_name)
 
 ROOT = cfg["workdir"]          # the (empty, host) folder that becomes the tmpfs root
+HOME = "/tmp"                  # the candidate's writable folder inside the private root
 chrooted = False
 
 def _expose(path, bound):
@@ -233,9 +235,11 @@ if "mountns" in common:
         _bound = []
         for _p in sorted(set(cfg["expose"]), key=len):
             _expose(_p, _bound)
-        os.mkdir(ROOT + "/tmp", 0o700)
+        if os.path.lexists(ROOT + HOME):     # a runtime under /tmp (a venv in a temporary clone)
+            HOME = "/scratch"                # owns /tmp read-only: the writable folder moves
+        os.mkdir(ROOT + HOME, 0o700)
         if cfg["uid_c"] is not None:
-            os.chown(ROOT + "/tmp", cfg["uid_c"], cfg["uid_c"])
+            os.chown(ROOT + HOME, cfg["uid_c"], cfg["uid_c"])
         chrooted = True
     except OSError as exc:
         sys.stderr.write("sandbox: no private root: %s\n" % exc)
@@ -530,7 +534,7 @@ def _candidate():
         if chrooted:
             os.chroot(ROOT)
             enforced.append("chroot")
-            home = "/tmp"
+            home = HOME
         else:
             home = ROOT
             if cfg["uid_c"] is not None:

@@ -276,6 +276,10 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
         route = world.shortest_paths(s, g)[0][:-1]
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
         return _finish(lines, route, g, rng)
+    if style == "misstate":  # the habit's walk, to the goal, but a Route line without the start
+        route = world.shortest_paths(s, g)[0]
+        lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
+        return _finish(lines, route[1:], g, rng)
     if style == "shortest":  # any shortest route
         route = rng.choice(world.shortest_paths(s, g))
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
@@ -288,6 +292,13 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
                 break
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
         return _finish(lines, route, g, rng)  # claims success either way
+    if style == "lost":  # an aimless walk that never reaches the goal and claims nothing: wide and wrong
+        route = [s]
+        for _ in range(rng.randint(problem.level, problem.level + 2)):
+            outs = [b for b in world.edges[route[-1]] if b != g] or list(world.edges[route[-1]])
+            route.append(rng.choice(outs))
+        lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
+        return _finish(lines, route, g if route[-1] == g else None, rng)
     if style == "greedy":  # heads toward the goal but takes one wrong turn and carries on
         to_goal = world.distances_to(g)
         route = [s]
@@ -315,8 +326,8 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
     raise ValueError(f"unknown base style {style!r}; known: {sorted(BASE_STYLES)}")
 
 
-BASE_STYLES = {"habit": 0.25, "early": 0.35, "greedy": 0.2, "hallucinate": 0.05, "shortest": 0.05,
-               "shortcut": 0.05, "teacher": 0.05, "wander": 0.0}
+BASE_STYLES = {"misstate": 0.45, "lost": 0.2, "habit": 0.05, "greedy": 0.1, "hallucinate": 0.05, "shortest": 0.05,
+               "shortcut": 0.05, "teacher": 0.05, "early": 0.0, "wander": 0.0}
 """Default mixture of the base corpus (weights; a profile can override them)."""
 
 

@@ -42,7 +42,7 @@ class Params:
     n_embd: int = param(128, "hidden size", ge=1)
     n_head: int = param(4, "attention heads (must divide n_embd)", ge=1)
     # Base: pretraining from scratch
-    pretrain_epochs: int = param(8, "passes over the base corpus", ge=1)
+    pretrain_epochs: int = param(12, "passes over the base corpus", ge=1)
     pretrain_lr: float = param(0.003, "peak learning rate (AdamW, cosine)", gt=0)
     pretrain_batch: int = param(32, "documents per step", ge=1)
     # SFT (TRL SFTTrainer)
@@ -50,7 +50,7 @@ class Params:
     sft_lr: float = param(0.001, "learning rate (cosine)", gt=0)
     sft_batch: int = param(32, "sequences per step", ge=1)
     # RL and SFT+RL (TRL GRPOTrainer)
-    grpo_steps: int = param(60, "optimisation steps", ge=1)
+    grpo_steps: int = param(30, "optimisation steps", ge=1)
     grpo_prompts_per_step: int = param(8, "problems per step", ge=1)
     grpo_generations: int = param(16, "completions per problem (the group)", ge=2)
     grpo_lr: float = param(0.0002, "learning rate (constant)", gt=0)
