@@ -116,5 +116,76 @@ def test_train_stage_lists_recipe_variants_and_tabulates_them():
     empty = train.trained_table([])
     assert list(empty.columns) == train.TRAINED_COLUMNS and empty.empty  # every variant a model: no rows
     rec = {"family": "f", "variant": "Base", "recipe": "pretrain", "from": None, "n_params": 10, "wall_time_s": 1.5,
-           "history": []}
-    assert train.trained_table([rec]).values.tolist() == [["f", "Base", "pretrain", None, 10, 1.5]]
+           "history": []}  # a log written before the device was recorded: trained on the CPU
+    assert train.trained_table([rec]).values.tolist() == [["f", "Base", "pretrain", None, 10, "cpu", 1.5]]
+    rec["device"] = "cuda"
+    assert train.trained_table([rec])["device"].tolist() == ["cuda"]
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_resolve_device(monkeypatch, cuda):
+    from rlsft.context import Context, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if cuda else "cpu")
+    assert Context(name="train", profile={"device": "auto"}, params=None, root=None).device == resolve_device("auto")
+    if cuda:
+        assert resolve_device("cuda") == "cuda"
+    else:
+        with pytest.raises(RuntimeError, match="no CUDA GPU.*device: cpu"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="cpu, cuda or auto"):
+        resolve_device("gpu")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_trainers_are_told_the_device(setup, tmp_path, monkeypatch, device):
+    """SFT and GRPO hand TRL ``use_cpu`` from the device (stand-in trainers: no GPU needed here)."""
+    import trl
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(*a, args, **kw):
+        seen[type(args).__name__] = args.use_cpu
+        raise Stop
+
+    monkeypatch.setattr(trl, "SFTTrainer", fake_trainer)
+    monkeypatch.setattr(trl, "GRPOTrainer", fake_trainer)
+    monkeypatch.setattr(trl.SFTConfig, "__post_init__", lambda self: None)
+    monkeypatch.setattr(trl.GRPOConfig, "__post_init__", lambda self: None)
+    world, train, docs, sft_pairs, tok = setup
+    model = O.new_model(tok, n_layer=1, n_embd=16, n_head=2, seed=0)
+    rows = [{"prompt": p.prompt, "problem": p.id} for p in train[:2]]
+    with pytest.raises(Stop):
+        O.sft(model, tok, sft_pairs, epochs=1, output_dir=tmp_path / "s", device=device)
+    with pytest.raises(Stop):
+        O.grpo(model, tok, rows, lambda t, r: 0.0, steps=1, prompts_per_step=2, num_generations=2,
+               output_dir=tmp_path / "g", device=device)
+    assert seen == {"SFTConfig": device == "cpu", "GRPOConfig": device == "cpu"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine)")
+def test_the_three_recipes_train_on_a_gpu(setup, tmp_path):
+    """Pretraining, SFT and GRPO on ``cuda``; the saved model reloads on the CPU with the same outputs."""
+    world, train, docs, sft_pairs, tok = setup
+    model = O.new_model(tok, n_layer=1, n_embd=32, n_head=2, seed=0)
+    logs = O.pretrain(model, tok, docs, epochs=3, batch_size=8, lr=3e-3, seed=0, log_every=1, device="cuda")
+    assert next(model.parameters()).device.type == "cuda" and logs[-1]["loss"] < logs[0]["loss"]
+    before = _params(model)
+    O.sft(model, tok, sft_pairs, epochs=1, batch_size=4, seed=0, output_dir=tmp_path / "sft", device="cuda")
+    rows = [{"prompt": p.prompt, "problem": p.id} for p in train[:4]]
+    O.grpo(model, tok, rows, lambda text, row: float(len(text) % 3 == 0), steps=2, prompts_per_step=2,
+           num_generations=4, lr=1e-3, max_completion_length=12, seed=0, output_dir=tmp_path / "grpo", device="cuda")
+    assert next(model.parameters()).device.type == "cuda" and _changed(before, model)
+    ids = torch.tensor([[tok.bos_token_id, 5, 6]])
+    with torch.no_grad():
+        on_gpu = model(ids.cuda()).logits.cpu()
+    model.to("cpu")
+    O.save_model(model, tok, tmp_path / "m")
+    again, _ = O.load_model(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.allclose(again(ids).logits, on_gpu, atol=1e-4)

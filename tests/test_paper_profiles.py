@@ -177,6 +177,24 @@ def test_run_without_models_fails_fast_and_clearly(tmp_path):
     assert not results.exists(), "nothing may be written before the models are there"
 
 
+def test_preflight_asks_only_for_the_models_of_the_selected_stages(monkeypatch):
+    """A machine without the embedder can still train and sample (``--until samples``); one
+    without the checkpoints can still analyse saved samples (``--from trajectories``)."""
+    from rlsft import plan
+
+    prof = C.load_profile("paper-1.5b")
+    monkeypatch.setattr(plan, "available", lambda spec: False)
+    monkeypatch.setattr(plan, "embedder_available", lambda name: False)
+    models = sorted({s["model"] + (f"@{s['revision']}" if s.get("revision") else "")
+                     for _, _, s in C.variant_specs(prof)})
+    embedders = plan.embedders(prof)
+    assert models and embedders
+    assert missing_models(prof) == sorted(models + embedders)
+    assert missing_models(prof, ["data"]) == []
+    assert missing_models(prof, ["data", "samples"]) == models
+    assert missing_models(prof, ["trajectories", "graphs"]) == embedders
+
+
 def test_llama_sft_rl_is_a_folder_to_provide(tmp_path):
     proc, _ = _runner(["--profile", "paper-llama-8b", "--results", str(tmp_path / "r")], _offline_env(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

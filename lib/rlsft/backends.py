@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rlsft.context import resolve_device
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
@@ -209,7 +211,6 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, path: str, revision: str | None = None, device: str = "cpu", batch_size: int = 512):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -219,9 +220,7 @@ class TransformersBackend:
             raise FileNotFoundError(f"cannot load model {path!r} (revision {revision}): {exc}. If it is a hub id, "
                                     f"pre-download it with `hf download {path}`") from None
         self.tokenizer.padding_side = "left"
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(device).eval()
+        self.model.to(resolve_device(device)).eval()
         self.batch_size = batch_size
 
     def generate(self, prompts: dict, params: SamplingParams) -> dict:

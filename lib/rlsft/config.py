@@ -9,7 +9,7 @@ Layout of a profile::
     description: "..."
     extends: organism          # optional; families merge with the parent's, `<family>: null` drops one
     seed: 0
-    device: cpu                # cpu | cuda | auto
+    device: cpu                # cpu | cuda | auto (cuda where torch sees a GPU): training, sampling, embedding
     benchmark_folder: null     # offline JSONL copies of the paper's benchmarks (or null: the hub)
     families:
       <family>:

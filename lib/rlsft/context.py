@@ -34,7 +34,8 @@ class Context:
 
     @property
     def device(self) -> str:
-        return str(self.profile.get("device", "cpu"))
+        """The profile's ``device`` with ``auto`` resolved (see :func:`resolve_device`)."""
+        return resolve_device(str(self.profile.get("device", "cpu")))
 
     @property
     def figures(self) -> Path:
@@ -43,3 +44,26 @@ class Context:
     def input(self, stage: str) -> Path:
         """The folder of an earlier stage whose outputs this one reads."""
         return self.root / stage
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for a profile's ``device``: ``auto`` is ``cuda`` where torch sees a GPU.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ValueError: device must be cpu, cuda or auto, got 'tpu'
+    """
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
+    if device == "cpu":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise RuntimeError("the profile asks for device: cuda, but torch sees no CUDA GPU here "
+                           "(torch.cuda.is_available() is False); set `device: cpu` or `device: auto`")
+    return "cpu"

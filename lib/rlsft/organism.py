@@ -136,15 +136,17 @@ def read_training_log(path: str | os.PathLike) -> dict:
 # ------------------------------------------------------------------------------------ pretraining
 def pretrain(model, tokenizer, docs: list[str], *, epochs: float = 4.0, batch_size: int = 32,
              lr: float = 3e-3, warmup: int = 50, seed: int = 0, log_every: int = 25,
-             max_len: int = 256) -> list[dict]:
+             max_len: int = 256, device: str = "cpu") -> list[dict]:
     """Causal-LM pretraining on whole documents with a plain PyTorch loop (AdamW, cosine decay).
 
-    Documents are sorted into length buckets so batches carry little padding. Returns the log
-    (step, epoch, loss, lr, tokens, seconds).
+    Documents are sorted into length buckets so batches carry little padding. ``device`` is
+    ``cpu`` or ``cuda`` (the model is moved there). Returns the log (step, epoch, loss, lr,
+    tokens, seconds).
     """
     import torch
 
     set_seed(seed)
+    model.to(device)
     eos = tokenizer.eos_token
     enc = [tokenizer(d + eos, add_special_tokens=False)["input_ids"][:max_len] for d in docs]
     n_steps = max(1, int(math.ceil(len(enc) / batch_size) * epochs))
@@ -174,6 +176,7 @@ def pretrain(model, tokenizer, docs: list[str], *, epochs: float = 4.0, batch_si
             ids[r, : len(enc[i])] = torch.tensor(enc[i])
             mask[r, : len(enc[i])] = 1
         labels = ids.masked_fill(mask == 0, -100)
+        ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -194,9 +197,11 @@ def pretrain(model, tokenizer, docs: list[str], *, epochs: float = 4.0, batch_si
 
 # --------------------------------------------------------------------------------------------- SFT
 def sft(model, tokenizer, pairs: list[tuple[str, str]], *, epochs: float = 2.0, batch_size: int = 32,
-        lr: float = 1e-3, seed: int = 0, output_dir: str | os.PathLike, log_every: int = 10) -> list[dict]:
+        lr: float = 1e-3, seed: int = 0, output_dir: str | os.PathLike, log_every: int = 10,
+        device: str = "cpu") -> list[dict]:
     """Supervised fine-tuning with TRL ``SFTTrainer`` on (prompt, completion) pairs; the loss is on
-    the completion only. Returns TRL's log history."""
+    the completion only. ``device`` ``cuda`` lets the trainer use the GPU (float32, as on CPU).
+    Returns TRL's log history."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -204,7 +209,7 @@ def sft(model, tokenizer, pairs: list[tuple[str, str]], *, epochs: float = 2.0, 
     cfg = SFTConfig(
         output_dir=str(output_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=10, logging_steps=log_every,
-        save_strategy="no", report_to=[], seed=seed, data_seed=seed, use_cpu=True, bf16=False,
+        save_strategy="no", report_to=[], seed=seed, data_seed=seed, use_cpu=device == "cpu", bf16=False,
         completion_only_loss=True, max_length=512, dataloader_num_workers=0, disable_tqdm=False,
         eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer)
@@ -217,7 +222,7 @@ def sft(model, tokenizer, pairs: list[tuple[str, str]], *, epochs: float = 2.0, 
 def grpo(model, tokenizer, prompts: list[dict], reward: Callable[[str, dict], float], *,
          steps: int = 60, prompts_per_step: int = 8, num_generations: int = 16, lr: float = 5e-5,
          beta: float = 0.0, temperature: float = 1.0, max_completion_length: int = 160,
-         seed: int = 0, output_dir: str | os.PathLike, log_every: int = 5) -> list[dict]:
+         seed: int = 0, output_dir: str | os.PathLike, log_every: int = 5, device: str = "cpu") -> list[dict]:
     """GRPO with TRL ``GRPOTrainer`` and a binary verifiable reward on the final answer.
 
     ``prompts`` are dicts with a ``prompt`` key plus whatever ``reward(completion, row)`` needs.
@@ -240,7 +245,7 @@ def grpo(model, tokenizer, prompts: list[dict], reward: Callable[[str, dict], fl
         num_generations=num_generations, learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0,
         beta=beta, temperature=temperature, max_completion_length=max_completion_length,
         logging_steps=log_every, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
-        use_cpu=True, bf16=False, gradient_checkpointing=False, dataloader_num_workers=0,
+        use_cpu=device == "cpu", bf16=False, gradient_checkpointing=False, dataloader_num_workers=0,
         loss_type="dr_grpo", scale_rewards="none", disable_tqdm=False)
     trainer = GRPOTrainer(model=model, args=cfg, reward_funcs=reward_fn, train_dataset=ds,
                           processing_class=tokenizer)
@@ -273,8 +278,9 @@ def training_order(variants: dict) -> list[str]:
 
 
 def train_variant(variant: str, spec: dict, params: dict, data: dict, out: Path, parent: Path | None,
-                  seed: int, checker) -> dict:
-    """Train one variant by its recipe and save it; returns the training log.
+                  seed: int, checker, device: str = "cpu") -> dict:
+    """Train one variant by its recipe on ``device`` (``cpu`` or ``cuda``) and save it; returns
+    the training log, which names the device (CPU and GPU arithmetic differ, so do their models).
 
     ``data`` holds ``base_corpus`` (texts), ``sft`` (prompt/completion pairs), ``train`` (problem
     rows for GRPO) and ``eval_texts`` for the tokenizer's vocabulary; ``checker(text, row)``
@@ -288,13 +294,14 @@ def train_variant(variant: str, spec: dict, params: dict, data: dict, out: Path,
         model = new_model(tok, n_layer=params["n_layer"], n_embd=params["n_embd"], n_head=params["n_head"],
                           seed=seed)
         history = pretrain(model, tok, list(data["base_corpus"]), epochs=params["pretrain_epochs"],
-                           lr=params["pretrain_lr"], batch_size=params["pretrain_batch"], seed=seed)
+                           lr=params["pretrain_lr"], batch_size=params["pretrain_batch"], seed=seed,
+                           device=device)
     else:
         model, tok = load_model(parent)
         if recipe == "sft":
             history = sft(model, tok, list(zip(data["sft"]["prompt"], data["sft"]["completion"])),
                           epochs=params["sft_epochs"], lr=params["sft_lr"], batch_size=params["sft_batch"],
-                          seed=seed, output_dir=out.parent / f".{out.name}.trainer")
+                          seed=seed, output_dir=out.parent / f".{out.name}.trainer", device=device)
         else:
             rows = [dict(r) for r in data["train"].to_dict("records")]
             history = grpo(model, tok, rows, checker, steps=params["grpo_steps"],
@@ -302,9 +309,11 @@ def train_variant(variant: str, spec: dict, params: dict, data: dict, out: Path,
                            num_generations=params["grpo_generations"], lr=params["grpo_lr"],
                            beta=params["grpo_beta"], temperature=params["grpo_temperature"],
                            max_completion_length=params["grpo_max_tokens"], seed=seed,
-                           output_dir=out.parent / f".{out.name}.trainer")
+                           output_dir=out.parent / f".{out.name}.trainer", device=device)
     record = {"variant": variant, "recipe": recipe, "from": spec.get("from"), "params": params, "seed": seed,
-              "n_params": n_params(model), "wall_time_s": round(time.time() - t0, 1), "history": history}
+              "n_params": n_params(model), "wall_time_s": round(time.time() - t0, 1), "device": device,
+              "history": history}
+    model.to("cpu")
     save_model(model, tok, out, extra=record)
     shutil.rmtree(out.parent / f".{out.name}.trainer", ignore_errors=True)
     return record

@@ -22,14 +22,25 @@ def embedders(profile: dict) -> list[str]:
     return sorted({n for n in names if n})
 
 
-def missing_models(profile: dict) -> list[str]:
+MODEL_STAGES = ("train", "samples")  # stages that load the variants' models
+EMBEDDER_STAGES = ("graphs", "ablations", "sweep")  # stages that embed step sentences
+
+
+def missing_models(profile: dict, stages=None) -> list[str]:
     """``["org/id@revision", ...]`` for hub models that are neither local paths nor cached:
-    the variants' models and the embedders of the step-level stages."""
+    the variants' models and the embedders of the step-level stages, or only those that the
+    stages named in ``stages`` load (all stages when None).
+
+    >>> missing_models({"families": {}, "stages": {"graphs": {"embedder": "nowhere/model"}}}, ["train"])
+    []
+    """
     out = []
-    for _, _, spec in C.variant_specs(profile):
-        if "model" in spec and not available(spec):
-            out.append(spec["model"] + (f"@{spec['revision']}" if spec.get("revision") else ""))
-    out += [name for name in embedders(profile) if not embedder_available(name)]
+    if stages is None or set(stages) & set(MODEL_STAGES):
+        for _, _, spec in C.variant_specs(profile):
+            if "model" in spec and not available(spec):
+                out.append(spec["model"] + (f"@{spec['revision']}" if spec.get("revision") else ""))
+    if stages is None or set(stages) & set(EMBEDDER_STAGES):
+        out += [name for name in embedders(profile) if not embedder_available(name)]
     return sorted(set(out))
 
 

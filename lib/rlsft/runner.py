@@ -151,8 +151,9 @@ def describe_models(profile: dict) -> list[str]:
 
 
 def preflight(profile: dict, infos, dry_run: bool) -> None:
-    """Stop before any work when a hub model is neither local nor cached (issue: missing weights)."""
-    missing = plan.missing_models(profile)
+    """Stop before any work when a hub model that the stages in ``infos`` load is neither local nor
+    cached (so a machine without the embedder can still train and sample)."""
+    missing = plan.missing_models(profile, [i.stage for i in infos])
     absent = [f"{fam}/{v}: {p}" for fam, v, _ in C.variant_specs(profile)
               for p in C.completion_files(profile, fam, v).values() if not p.is_file()]
     if absent:
@@ -276,7 +277,7 @@ def run(argv: list[str] | None = None) -> int:
              " <- ".join(profile["chain"]), len(chosen), len(infos), _rel(store.root))
     if args.dry_run:
         return dry_run(profile, infos, chosen, store, args.force)
-    preflight(profile, infos, dry_run=False)
+    preflight(profile, chosen, dry_run=False)  # only the models the selected stages load
     kernel = _kernel_name(args.kernel)
     total = time.time()
     with store.lock():

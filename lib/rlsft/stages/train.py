@@ -29,7 +29,7 @@ OUTPUTS = ("train",)
 
 log = logging.getLogger(__name__)
 
-TRAINED_COLUMNS = ["family", "variant", "recipe", "from", "parameters", "wall time (s)"]
+TRAINED_COLUMNS = ["family", "variant", "recipe", "from", "parameters", "device", "wall time (s)"]
 """Columns of ``train/trained.csv``."""
 
 
@@ -70,12 +70,15 @@ def load_stage_data(data_dir: Path) -> dict:
             "eval": evals}
 
 
-def train_profile(profile: dict, root: Path, params: Params | dict, data_dir: Path, seed: int) -> list[dict]:
+def train_profile(profile: dict, root: Path, params: Params | dict, data_dir: Path, seed: int,
+                  device: str = "cpu") -> list[dict]:
     """Train every variant that has a recipe, parents first. A variant whose saved model was trained
     with the same parameters, seed and parent is kept (so a killed run resumes where it stopped).
 
     ``params`` is the stage's ``Params`` (or the same as a dict); it enters each variant's key and
-    training log as a dict.
+    training log as a dict. ``device`` (``cpu`` or ``cuda``, resolved) is where new variants are
+    trained; it is not in the key, so a kept model may come from another device: its training log
+    and ``trained.csv`` say which.
     """
     params = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params)
     data = load_stage_data(data_dir)
@@ -98,7 +101,7 @@ def train_profile(profile: dict, root: Path, params: Params | dict, data_dir: Pa
                 log.info("train %s/%s: recipe %s%s", fam, v, spec["recipe"],
                          f" from {spec['from']}" if spec.get("from") else "")
                 parent = trained_path(root, fam, spec["from"]) if spec.get("from") else None
-                rec = O.train_variant(v, spec, params, data, out, parent, seed, reward)
+                rec = O.train_variant(v, spec, params, data, out, parent, seed, reward, device=device)
                 rec["key"] = key
                 rec["family"] = fam
                 io.write_json(out / "training_log.json", rec)
@@ -130,7 +133,8 @@ def nothing_to_do(profile: dict) -> str | None:
 def trained_table(records: list[dict]) -> pd.DataFrame:
     """``trained.csv``: one row per trained variant (``TRAINED_COLUMNS``)."""
     return pd.DataFrame([{"family": r.get("family"), "variant": r["variant"], "recipe": r["recipe"], "from": r["from"],
-                          "parameters": r["n_params"], "wall time (s)": r["wall_time_s"]} for r in records],
+                          "parameters": r["n_params"], "device": r.get("device", "cpu"),
+                          "wall time (s)": r["wall_time_s"]} for r in records],
                         columns=TRAINED_COLUMNS)
 
 
@@ -139,7 +143,8 @@ def run(ctx, params: Params) -> dict:
     (the (family, variant) pairs), ``records`` (each variant's training log, with its loss /
     reward history) and ``trained`` (the table)."""
     todo = trainable(ctx.profile)
-    records = train_profile(ctx.profile, ctx.root, params, ctx.input("data"), seed=ctx.seed) if todo else []
+    records = train_profile(ctx.profile, ctx.root, params, ctx.input("data"), seed=ctx.seed,
+                            device=ctx.device) if todo else []
     summary = trained_table(records)
     io.write_csv(ctx.dir / "trained.csv", summary)  # one row per trained variant; no rows when all are models
     return {"trainable": todo, "records": records, "trained": summary}
