@@ -14,9 +14,9 @@ world_seed`` and ``device``, and tabulates the headline of each run side by side
         --also results/organism results/organism-confirm
 
 ``run`` executes the compute stages up to ``--until`` (default ``samples``) through the runner, in
-this process (``--in-process``, the default there: each stage module's ``run(ctx, params)``, no
-notebook kernel) so it works on a machine image without Jupyter; the manifest records the stages
-as the notebooks would. Results go to ``results/seeds/<profile>/`` (``--results``). ``adopt`` makes
+process (``rlsft.runner.execute_in_process``: each stage module's ``run(ctx, params)``, no notebook
+kernel; ``--notebooks`` for the notebooks) so it works on a machine image without Jupyter; the
+manifest records the stages as the notebooks would. Results go to ``results/seeds/<profile>/`` (``--results``). ``adopt`` makes
 results computed on another machine this checkout's (the manifest names its profile file by
 absolute path). ``analyse`` runs the later stages one at a time (``--only``), so a run whose trained
 model files stayed on the machine that trained them is analysed from its samples.
@@ -24,7 +24,6 @@ model files stayed on the machine that trained them is analysed from its samples
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -37,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
 from rlsft import runner  # noqa: E402
+from rlsft.io import write_text  # noqa: E402
+from rlsft.store import Store  # noqa: E402
 
 ANALYSIS = ("trajectories", "graphs")
 
@@ -64,37 +65,21 @@ def profile_file(results: Path, world: int, seed: int, device: str, base: str = 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{base}-w{world}-s{seed}-{device}.yaml"
     rel = os.path.relpath(ROOT / "profiles" / f"{base}.yaml", folder)
-    path.write_text(f"# written by benchmarks/organism_seeds.py: profile {base}, world {world}, seed {seed}\n"
+    write_text(path, f"# written by benchmarks/organism_seeds.py: profile {base}, world {world}, seed {seed}\n"
                     f'description: "Spread run of {base}: world {world}, seed {seed}, device {device}"\n'
                     f"extends: {rel}\nseed: {seed}\ndevice: {device}\n"
                     f"stages:\n  data:\n    world_seed: {world}\n")
     return path
 
 
-def _in_process(info, profile: dict, params: dict, root: Path, kernel: str, logfile=None) -> None:
-    """``runner.execute`` without a notebook: the stage module's ``run`` in this process."""
-    from rlsft import registry
-
-    ctx = registry.open_stage(info.stage, {"profile": profile["path"], "results_root": str(root.parent), **params})
-    info.module.run(ctx, ctx.params)
-
-
 def run_one(profile: Path, results: Path, until: str, in_process: bool) -> int:
-    if in_process:
-        runner.execute = _in_process
-        runner._kernel_name = lambda requested: "in-process"
-    return runner.run(["--profile", str(profile), "--results", str(results), "--until", until])
+    return runner.run(["--profile", str(profile), "--results", str(results), "--until", until],
+                      execute_stage=runner.execute_in_process if in_process else None)
 
 
 def adopt(results: Path, profile: Path) -> None:
     """Point a results folder made on another machine at this checkout's profile file."""
-    man_path = results / profile.stem / "manifest.json"
-    man = json.loads(man_path.read_text())
-    if man.get("profile_path") != str(profile.resolve()):
-        man["profile_path"] = str(profile.resolve())
-        tmp = man_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(man, indent=1))
-        os.replace(tmp, man_path)
+    Store(results / profile.stem).set_profile_path(str(profile.resolve()))
 
 
 def headline(folder: Path) -> dict:

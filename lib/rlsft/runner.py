@@ -210,8 +210,9 @@ def check_results_owner(store: Store, profile: dict) -> None:
                             f"rename your profile file or pass --results to another folder")
 
 
-def run_stage(info, profile: dict, store: Store, args, kernel: str, n: str) -> None:
-    """Run one stage unless it is up to date or has nothing to do; record it in the manifest."""
+def run_stage(info, profile: dict, store: Store, args, kernel: str, n: str, execute_stage=None) -> None:
+    """Run one stage unless it is up to date or has nothing to do; record it in the manifest.
+    ``execute_stage`` runs it (default :func:`execute`, the notebook through papermill)."""
     params = as_dict(R.effective_params(profile, info.stage))
     key, parts = stage_key(info, params, profile, store)
     if key is None:
@@ -231,7 +232,7 @@ def run_stage(info, profile: dict, store: Store, args, kernel: str, n: str) -> N
              "forced" if args.force else why, _rel(logfile))
     t0 = time.time()
     with PeakMemory() as mem, console.stage_log(logfile, verbose=args.verbose):
-        execute(info, profile, params, store.root, kernel, logfile)
+        (execute_stage or execute)(info, profile, params, store.root, kernel, logfile)
     wall = time.time() - t0
     outputs = store.outputs(info.outputs)
     if not outputs:
@@ -265,7 +266,9 @@ def finish(store: Store, profile: dict, update: bool) -> None:
         log.info("README.md: results block of %s rewritten", profile["name"])
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, execute_stage=None) -> int:
+    """The runner's command line. ``execute_stage`` replaces :func:`execute` (e.g.
+    :func:`execute_in_process` on a machine without Jupyter); the manifest records the same."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stdout, force=True)
@@ -278,14 +281,14 @@ def run(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return dry_run(profile, infos, chosen, store, args.force)
     preflight(profile, chosen, dry_run=False)  # only the models the selected stages load
-    kernel = _kernel_name(args.kernel)
+    kernel = _kernel_name(args.kernel) if execute_stage is None else "in-process"
     total = time.time()
     with store.lock():
         check_results_owner(store, profile)
         store.set_profile_path(profile["path"])
         _remove_stale_temps(store.root)
         for i, info in enumerate(chosen, 1):
-            run_stage(info, profile, store, args, kernel, f"[{i}/{len(chosen)}]")
+            run_stage(info, profile, store, args, kernel, f"[{i}/{len(chosen)}]", execute_stage)
         log.info("all selected stages done in %.1f s; results in %s", time.time() - total, _rel(store.root))
         finish(store, profile, args.update_readme)
     return 0
@@ -336,6 +339,14 @@ def execute(info, profile: dict, params: dict, root: Path, kernel: str, logfile:
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
+
+
+def execute_in_process(info, profile: dict, params: dict, root: Path, kernel: str = "",
+                       logfile: Path | None = None) -> None:
+    """:func:`execute` without a notebook: the stage module's ``run(ctx, params)`` in this process,
+    with the context a notebook would open (no executed notebook is written)."""
+    ctx = R.open_stage(info.stage, {"profile": profile["path"], "results_root": str(root.parent), **params})
+    info.module.run(ctx, ctx.params)
 
 
 class StageFailed(RuntimeError):

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from rlsft.backends import build_prompt
+from rlsft.context import resolve_device
 from rlsft.benchmarks import _hub_offline_env, hub_reachable
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def train_s1k(model: str, out: str | os.PathLike, *, rows: list[Mapping] | None 
     source = "rows given by the caller" if rows is not None else str(data or HUB_ID)
     rows = list(rows) if rows is not None else load_s1k(data)
     rows = rows[:limit] if limit else rows
-    gpu = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    gpu = resolve_device(device) == "cuda"
     tok = AutoTokenizer.from_pretrained(model, revision=revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
