@@ -5,7 +5,9 @@ problem, and print what the step level will see (no embedding, no clustering).
     .venv/bin/python benchmarks/organism_probe.py --data '{"teacher_check": 1.0}' --variants Base SFT RL
 
 Per variant and evaluation set: pass@1, distinct step sentences per problem (the raw material of a
-problem's reasoning graph: the node count the clusters can reach), distinct places named per
+problem's reasoning graph: the node count the clusters can reach), where the walks stop (at the
+goal, or past it: Base's coin flip between stopping at the goal and stopping after a memorised hop
+count), distinct places named per
 problem, distinct correct routes and distinct incorrect texts per problem, and pass@1 per
 level (shortest distance, over all sets). ``--data`` and
 ``--train`` override the organism profile's stage parameters (JSON); ``--seed`` and
@@ -53,7 +55,12 @@ def probe_stats(world: T.World, problems: pd.DataFrame, texts: dict) -> dict:
         checks = [T.check(world, p, t) for t in outs]
         steps = {ln.strip() for t in outs for ln in t.splitlines() if ln.strip()}
         places = {w for s in steps for w in s.rstrip(".").replace(",", " ").split() if w in world.edges}
+        walks = [T.walk_outcome(world, p, t) for t in outs]
         rows.append({"benchmark": r["benchmark"], "level": p.level, "pass@1": sum(ok for _, ok in checks) / len(outs),
+                     "walk ends at goal": sum(o["stop"] == "goal" for o in walks) / len(outs),
+                     "walked past goal": sum(o["stop"] == "past goal" for o in walks) / len(outs),
+                     "claims away from goal": sum(o["claims"] and o["stop"] != "goal" for o in walks) / len(outs),
+                     "hops = distance": sum(o["hops"] == 0 for o in walks) / len(outs),
                      "distinct steps": len(steps), "places": len(places),
                      "correct routes": len({route for route, ok in checks if ok}),
                      "incorrect texts": len({t for t, (_, ok) in zip(outs, checks) if not ok}),

@@ -67,6 +67,8 @@ def test_parameters_cell_equals_params_defaults(stage):
         assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), \
             f"the parameters cell holds only `name = literal  # comment` lines: {line!r}"
         assert "#" in line, f"every parameter is commented: {line!r}"
+        assert line.count("=") == 1, (f"papermill skips a parameters line with a second '=' (it then warns "
+                                      f"'Passed unknown parameter' when the profile sets it): {line!r}")
         names.append(node.targets[0].id)
         values[names[-1]] = ast.literal_eval(node.value)
     assert len(names) == len(set(names)), "a parameter is assigned twice"

@@ -57,3 +57,40 @@ def test_headline_table_reads_a_pipeline_run(seeds, ci_pipeline):
     line = next(x for x in text.splitlines() if x.startswith("| ok: no collapse"))
     assert "| runs where it holds" in text
     assert line.rstrip(" |").endswith(f"{2 * oks['ok: no collapse (pass@1 > 0.05)']} of 2")
+
+
+def test_base_stop_table_reads_where_the_walks_stop(tmp_path):
+    """benchmarks/organism_base_stops.py on a run folder whose Base answers are writer texts of known kinds."""
+    import random
+
+    import pandas as pd
+
+    from rlsft import task as T
+
+    spec = importlib.util.spec_from_file_location("organism_base_stops", ROOT / "benchmarks" / "organism_base_stops.py")
+    stops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stops)
+    world = T.World.generate(n_places=20, out_degree=3, seed=3)
+    evals, _ = T.make_splits(world, {"nav-a": {"n": 8, "levels": [3]}}, seed=0)
+    problems = evals["nav-a"]
+    run = tmp_path / "organism-x"
+    (run / "data").mkdir(parents=True)
+    (run / "samples").mkdir()
+    (run / "data" / "world.json").write_text(json.dumps(T.world_to_json(world)))
+    T.problems_frame(problems, "nav-a").to_parquet(run / "data" / "problems.parquet")
+    rng, rows = random.Random(0), []
+    for p in problems:
+        for style in ("habit", "misstate", "misstate", "lost"):
+            text = T.base_attempt(world, p, rng, style)
+            rows.append({"variant": "Base", "benchmark": "nav-a", "problem": p.id, "text": text,
+                         "correct": T.check(world, p, text)[1]})
+    pd.DataFrame(rows).to_parquet(run / "samples" / "all_samples.parquet")
+    row = stops.stop_table(run).loc[("organism-x", "Base")]
+    assert row["pass@1"] == 0.25 and row["stops: goal"] == 0.75 and row["stops: elsewhere"] == 0.25
+    assert row["stops: past goal"] == row["stops: short"] == row["claims away from goal"] == 0
+    assert abs(row["Route line = walk, of walks at goal"] - 1 / 3) < 1e-9 and row["hops nearer"] < 1
+    with pytest.raises(ValueError, match="no samples of variant 'RL'"):
+        stops.stop_table(run, ["RL"])
+    with pytest.raises(FileNotFoundError, match="all_samples.parquet is missing"):
+        (run / "samples" / "all_samples.parquet").unlink()
+        stops.stop_table(run)

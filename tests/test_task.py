@@ -101,6 +101,56 @@ def test_misstate_walks_the_habit_to_the_goal_and_fails_on_the_route_line(world,
         assert not ok and route.split() == walked["path"][1:]  # the start left out
 
 
+def test_astray_strays_once_from_the_habit_walks_back_to_the_goal_and_misstates(world, splits):
+    _, train = splits
+    rng = random.Random(6)
+    extra = set()
+    for p in train[:60]:
+        text = T.base_attempt(world, p, rng, "astray")
+        walked = T.replay(world, p, text)
+        path = walked["path"]
+        habit = T.replay(world, p, T.base_attempt(world, p, random.Random(0), "habit"))["path"]
+        assert walked["error"] is None and path[-1] == p.goal and p.goal not in path[:-1]
+        i = next(i for i, (a, b) in enumerate(zip(path, habit)) if a != b)  # the wrong turn
+        to_goal = world.distances_to(p.goal)
+        assert to_goal[path[i]] >= to_goal[path[i - 1]]
+        assert all(to_goal[b] == to_goal[a] - 1 for a, b in zip(path[i:], path[i + 1:]))  # then straight back
+        route, ok = T.check(world, p, text)
+        assert not ok and route.split() == path[1:]  # the start left out, as misstate
+        extra.add(len(path) - 1 - p.level)
+    assert min(extra) >= 1 and len(extra) >= 3  # the stop is at the goal, not after the hop count
+
+
+@pytest.mark.parametrize("style, stop, route, claims", [
+    ("habit", "goal", "walked", True), ("misstate", "goal", "no start", True), ("astray", "goal", "no start", True),
+])
+def test_walk_outcome_reads_where_a_writer_stops(world, splits, style, stop, route, claims):
+    _, train = splits
+    rng = random.Random(7)
+    for p in train[:30]:
+        o = T.walk_outcome(world, p, T.base_attempt(world, p, rng, style))
+        assert (o["stop"], o["route"], o["claims"], o["step_error"]) == (stop, route, claims, False)
+        assert (o["hops"] == 0) == (style != "astray") and (o["nearer"] == 1.0) == (style != "astray")
+
+
+def test_walk_outcome_tells_past_short_and_elsewhere(world, splits):
+    _, train = splits
+    p = next(q for q in train if q.level >= 3)
+    habit = world.shortest_paths(p.start, p.goal)[0]
+    hop = T.HOP_PHRASES[0]
+    lines = [hop.format(a=a, b=b, g=p.goal) for a, b in zip(habit, habit[1:])]
+    on = next(b for b in world.edges[p.goal])
+    past = lines + [hop.format(a=p.goal, b=on, g=p.goal), f"Reached {p.goal}.", f"Route: {' '.join(habit + [on])}."]
+    short = lines[:1] + [f"Reached {p.goal}.", f"Route: {' '.join(habit)}."]
+    o_past, o_short = T.walk_outcome(world, p, "\n".join(past)), T.walk_outcome(world, p, "\n".join(short))
+    assert (o_past["stop"], o_past["hops"], o_past["claims"], o_past["route"]) == ("past goal", 1, True, "walked")
+    assert (o_short["stop"], o_short["hops"], o_short["route"]) == ("short", 1 - p.level, "other")
+    lost = T.walk_outcome(world, p, T.base_attempt(world, p, random.Random(1), "lost"))
+    assert lost["stop"] == "elsewhere" and not lost["claims"]
+    bad = T.walk_outcome(world, p, f"From {p.start} go to {p.start}, heading for {p.goal}.")
+    assert bad["step_error"] and bad["route"] == "none"
+
+
 def test_lost_walks_real_roads_away_from_the_goal_and_fails(world, splits):
     _, train = splits
     rng = random.Random(5)

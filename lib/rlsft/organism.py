@@ -136,7 +136,7 @@ def read_training_log(path: str | os.PathLike) -> dict:
 # ------------------------------------------------------------------------------------ pretraining
 def pretrain(model, tokenizer, docs: list[str], *, epochs: float = 4.0, batch_size: int = 32,
              lr: float = 3e-3, warmup: int = 50, seed: int = 0, log_every: int = 25,
-             max_len: int = 256, device: str = "cpu") -> list[dict]:
+             max_len: int = 256, device: str = "cpu", weight_decay: float = 0.01) -> list[dict]:
     """Causal-LM pretraining on whole documents with a plain PyTorch loop (AdamW, cosine decay).
 
     Documents are sorted into length buckets so batches carry little padding. ``device`` is
@@ -150,7 +150,7 @@ def pretrain(model, tokenizer, docs: list[str], *, epochs: float = 4.0, batch_si
     eos = tokenizer.eos_token
     enc = [tokenizer(d + eos, add_special_tokens=False)["input_ids"][:max_len] for d in docs]
     n_steps = max(1, int(math.ceil(len(enc) / batch_size) * epochs))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, n_steps) / n_steps)))
     rng = random.Random(seed)
@@ -295,7 +295,7 @@ def train_variant(variant: str, spec: dict, params: dict, data: dict, out: Path,
                           seed=seed)
         history = pretrain(model, tok, list(data["base_corpus"]), epochs=params["pretrain_epochs"],
                            lr=params["pretrain_lr"], batch_size=params["pretrain_batch"], seed=seed,
-                           device=device)
+                           device=device, weight_decay=params["pretrain_weight_decay"])
     else:
         model, tok = load_model(parent)
         if recipe == "sft":

@@ -280,6 +280,19 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
         route = world.shortest_paths(s, g)[0]
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
         return _finish(lines, route[1:], g, rng)
+    if style == "astray":  # the habit's walk with one wrong turn, back on course to the goal, misstated
+        to_goal = world.distances_to(g)
+        habit = world.shortest_paths(s, g)[0]
+        wrong = {i: [b for b in world.edges[a] if to_goal[b] >= to_goal[a]] for i, a in enumerate(habit[:-1])}
+        turns = [i for i, bs in wrong.items() if bs] or [len(habit) - 1]  # no wrong road anywhere: the habit
+        turn = rng.choice(turns)  # the hop at which the walk strays
+        route = habit[: turn + 1]
+        if turn in wrong:
+            route.append(rng.choice(wrong[turn]))
+        while route[-1] != g:  # back on course, a step nearer each hop (the world is strongly connected)
+            route.append(min(world.edges[route[-1]], key=lambda b: (to_goal[b], b)))
+        lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
+        return _finish(lines, route[1:], g, rng)
     if style == "shortest":  # any shortest route
         route = rng.choice(world.shortest_paths(s, g))
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
@@ -327,7 +340,7 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
 
 
 BASE_STYLES = {"misstate": 0.45, "lost": 0.2, "habit": 0.05, "greedy": 0.1, "hallucinate": 0.05, "shortest": 0.05,
-               "shortcut": 0.05, "teacher": 0.05, "early": 0.0, "wander": 0.0}
+               "shortcut": 0.05, "teacher": 0.05, "early": 0.0, "wander": 0.0, "astray": 0.0}
 """Default mixture of the base corpus (weights; a profile can override them)."""
 
 
@@ -400,6 +413,42 @@ def check(world: World, problem: Problem, text: str) -> tuple[str | None, bool]:
 
 
 # ------------------------------------------------------------------------------------ data stage
+def walk_outcome(world: World, problem: Problem, text: str) -> dict:
+    """Where a response's walk stops and what it then says: the diagnosis of Base's failures.
+
+    ``stop``: ``goal`` (the walk ends at the goal), ``past goal`` (it went through the goal and on),
+    ``short`` (it ended elsewhere after fewer hops than the shortest distance) or ``elsewhere``;
+    ``hops`` the walk's hop count minus the shortest distance; ``claims`` whether it states arrival
+    (``Reached``/``Arrived``); ``route``: ``walked`` (the Route line equals the walk), ``no start``
+    (the walk without its start, as ``misstate`` writes it), ``other`` or ``none``; ``step_error``
+    whether a step fails the replay; ``nearer`` the share of hops, up to the goal, that bring the walk
+    one hop nearer to it.
+
+    >>> w = World.generate(seed=0); a = w.names[0]; b = w.edges[a][0]
+    >>> o = walk_outcome(w, Problem("x", a, b, 1), f"From {a} go to {b}, heading for {b}.\\nReached {b}.\\nRoute: {b}.")
+    >>> o["stop"], o["hops"], o["claims"], o["route"], o["nearer"]
+    ('goal', 0, True, 'no start', 1.0)
+    """
+    r = replay(world, problem, text)
+    path, route, g = r["path"], r["route"], problem.goal
+    to_goal = world.distances_to(g)
+    upto = path[: path.index(g) + 1] if g in path else path
+    hops = list(zip(upto, upto[1:]))
+    if path[-1] == g:
+        stop = "goal"
+    elif g in path:
+        stop = "past goal"
+    else:
+        stop = "short" if len(path) - 1 < problem.level else "elsewhere"
+    return {"stop": stop, "hops": len(path) - 1 - problem.level,
+            "claims": any(ln.strip().startswith(("Reached", "Arrived")) for ln in text.splitlines()),
+            "route": ("none" if route is None else "walked" if route == path
+                      else "no start" if route == path[1:] else "other"),
+            "step_error": r["error"] is not None and r["error"] != "no route line",
+            "nearer": (sum(to_goal.get(b, 10**9) == to_goal.get(a, 10**9) - 1 for a, b in hops) / len(hops)
+                       if hops else float("nan"))}
+
+
 def world_to_json(world: World) -> dict:
     return {"names": list(world.names), "edges": {a: list(b) for a, b in world.edges.items()}}
 

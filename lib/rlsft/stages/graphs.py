@@ -60,7 +60,7 @@ class Params:
     normalize: bool = param(False, "L2-normalise embeddings (BGE's default is True; paper unclear)")
     segment_rule: str = param("sentence", "'sentence' (newline, then sentence split) or 'line'",
                               choices=("sentence", "line"))
-    min_chars: int = param(5, "drop fragments of <= this many characters", ge=0)
+    min_chars: int = param(5, "drop fragments of at most this many characters", ge=0)
     mask_digits: bool = param(False, "replace digit runs by 0 before embedding (a deviation; off in the paper)")
     k: int = param(96, "K-means clusters per pooled group (paper: 2000), capped at distinct steps; the "
                        "organism's 96 is the saturation rule's (stage sweep, profiles/organism.yaml)", ge=1)
@@ -69,12 +69,12 @@ class Params:
     metric: str = param("euclidean", "'euclidean' (paper) or 'cosine' (rows L2-normalised first)",
                         choices=("euclidean", "cosine"))
     sparsify_k: int | None = param(None, "keep each node's k nearest out-edges (paper ablation: 10 or 20); "
-                                   "None = off", ge=1)
+                                   "None: off", ge=1)
     spread_seeds: list[int] = param([0, 1, 2], "clustering seeds for the spread of the ratios (the profile's "
                                     "seed is the main run's, not clustered again)")
     n_boot: int = param(1000, "bootstrap resamples of problems for the ratios' intervals", ge=0)
     matched_draws: int = param(5, "draws of the node-count-matched control (random response orders per problem; "
-                                  "the median beta over them); 0 = off", ge=0)
+                                  "the median beta over them); 0: off", ge=0)
     kmeans_threads: int | None = param(1, "threads of each group's K-means (1: fastest for per-problem groups "
                                           "on a shared 2-core machine, and robust beside another job; None: "
                                           "the library's default, every core)", ge=1)

@@ -58,7 +58,7 @@ class Params:
                          choices=("transformers", "vllm"))
     M: int = param(64, "samples per problem (paper: 256)", ge=1)
     temperature: float = param(0.6, "paper: 0.6", gt=0, le=2)
-    top_p: float = param(0.95, "paper: unknown; 0.95 with T = 0.6 (DeepSeek-R1 convention)", gt=0, le=1)
+    top_p: float = param(0.95, "paper: unknown; 0.95 with T 0.6 (DeepSeek-R1 convention)", gt=0, le=1)
     max_new_tokens: int = param(160, "completion cap (record the truncation rate)", ge=1)
     batch_size: int = param(512, "transformers backend: sequences per generate call", ge=1)
     chunk: int = param(8, "problems per backend call (vLLM batches them)", ge=1)
