@@ -10,8 +10,8 @@ it, short of the shortest distance, elsewhere); the share of answers that claim 
 goal; among walks that end at the goal, the share whose Route line is the walk (the rest leave out
 the start, the ``misstate`` habit, or say something else); the share of hops that bring the walk
 nearer to the goal; and how far the hop count is from the shortest distance (share exactly equal,
-mean absolute difference). Where the run has been analysed (``graphs/decay_ratios.csv``), the
-row also shows Base's pass@1 on each evaluation set and the RL/Base β ratios on betweenness and
+mean absolute difference); pass@1 on each evaluation set. Where the run has been analysed
+(``graphs/decay_ratios.csv``), the row also shows the RL/Base β ratios on betweenness and
 frequency with their 95% CIs, and the printout ends with the rank correlation, over the runs, of
 Base's claims away from the goal with RL/Base's betweenness ratio. Reads what the pipeline wrote,
 trains and samples nothing.
@@ -51,7 +51,9 @@ def stop_table(run: Path, variants=("Base",)) -> pd.DataFrame:
         o = pd.DataFrame([T.walk_outcome(world, by_key[(b, p)], t)
                           for b, p, t in zip(s["benchmark"], s["problem"], s["text"])])
         at_goal = o[o["stop"] == "goal"]
-        rows.append({"run": run.name, "variant": v, "pass@1": s["correct"].mean(), **headline(run, s),
+        per_set = s.groupby("benchmark")["correct"].mean()
+        rows.append({"run": run.name, "variant": v, "pass@1": s["correct"].mean(),
+                     "pass@1 per set": " / ".join(f"{x:.2f}" for x in per_set), **rl_ratios(run),
                      **{f"stops: {k}": (o["stop"] == k).mean() for k in ("goal", "past goal", "short", "elsewhere")},
                      "claims away from goal": (o["claims"] & (o["stop"] != "goal")).mean(),
                      "Route line = walk, of walks at goal": (at_goal["route"] == "walked").mean() if len(at_goal) else np.nan,
@@ -60,20 +62,20 @@ def stop_table(run: Path, variants=("Base",)) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["run", "variant"])
 
 
-def headline(run: Path, samples: pd.DataFrame) -> dict:
-    """Pass@1 per evaluation set and the RL/Base β ratios of an analysed run (empty if not analysed)."""
+def rl_ratios(run: Path) -> dict:
+    """RL/Base β ratios (betweenness, frequency) of an analysed run with their 95% CIs; empty if
+    the run has no ``graphs/decay_ratios.csv``."""
     path = run / "graphs" / "decay_ratios.csv"
     if not path.exists():
         return {}
     dr = pd.read_csv(path)
     dr = dr[(dr["benchmark"] == "all") & (dr["comparison"] == "RL/Base")].set_index("metric")
-    per_set = samples.groupby("benchmark")["correct"].mean()
-    out = {"pass@1 per set": " / ".join(f"{x:.2f}" for x in per_set)}
+    out = {}
     for m in ("betweenness", "frequency"):
         if m in dr.index:
             r = dr.loc[m]
-            out[f"β RL/Base {m}"] = f"{r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-            out[f"_{m}"] = float(r["ratio"])
+            out[f"β RL/Base {m}"] = float(r["ratio"])
+            out[f"β RL/Base {m} CI"] = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
     return out
 
 
@@ -83,13 +85,13 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=["Base"])
     args = ap.parse_args(argv)
     table = pd.concat([stop_table(r, args.variants) for r in args.runs if r.is_dir()])
-    hidden = [c for c in table.columns if c.startswith("_")]
-    print(table.drop(columns=hidden).round(3).to_markdown())
+    print(table.round(3).to_markdown())
+    col = "β RL/Base betweenness"
     base = table.xs("Base", level="variant") if "Base" in table.index.get_level_values("variant") else None
-    if base is not None and "_betweenness" in base and base["_betweenness"].notna().sum() >= 3:
-        rho = base["claims away from goal"].corr(base["_betweenness"], method="spearman")
-        print(f"\nSpearman rank correlation over {base['_betweenness'].notna().sum()} runs: Base's claims away from "
-              f"the goal vs β RL/Base betweenness: {rho:.2f}")
+    if base is not None and col in base and base[col].notna().sum() >= 3:
+        rho = base["claims away from goal"].corr(base[col], method="spearman")
+        print(f"\nSpearman rank correlation over {base[col].notna().sum()} runs: Base's claims away from "
+              f"the goal vs {col}: {rho:.2f}")
     return 0
 
 
