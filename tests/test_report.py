@@ -118,6 +118,16 @@ def test_doctests():
     assert doctest.testmod(R).failed == 0
 
 
+def test_a_killed_run_s_temporary_figure_is_not_a_figure(fake):
+    """A run killed while saving a figure leaves ``.figX.png.k2.tmp.png``; the index lists finished
+    figures only."""
+    (fake / "figures" / ".fig6_demo_boxplots.png.k2j.tmp.png").write_bytes(b"")
+    (fake / "figures" / ".t.csv.k2j.tmp.csv").write_text("")
+    figs = _section(build_report(fake, PROFILE).read_text(), "figures")
+    assert ".tmp" not in figs
+    assert figs.count("<figure") == len([p for p in (fake / "figures").glob("*.png") if not p.name.startswith(".")])
+
+
 def test_index_has_every_figure_and_the_headline_numbers(fake):
     index = build_report(fake, PROFILE)
     assert index == fake / "report" / "index.html"

@@ -11,6 +11,7 @@ from rlsft import sampling as SM
 from rlsft import task as T
 from rlsft import tasks
 from rlsft import verify as V
+from rlsft.io import finished_files
 from rlsft.schema import SAMPLE_COLUMNS
 from rlsft.stages import samples as S
 
@@ -79,7 +80,7 @@ def test_resume_after_kill_gives_the_same_table(tiny, tmp_path):
 
     with pytest.raises(Killed):
         _run(tiny, tmp_path / "resumed", factory=dying_factory)
-    shards = list((tmp_path / "resumed").rglob("*.parquet"))
+    shards = finished_files(tmp_path / "resumed", "*.parquet", recursive=True)
     assert 0 < len(shards) < 5  # some problems done, not all
     resumed = _run(tiny, tmp_path / "resumed")
     pd.testing.assert_frame_equal(full, resumed)

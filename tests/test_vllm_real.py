@@ -29,6 +29,7 @@ import pytest
 from rlsft import backends as B
 from rlsft import organism as O
 from rlsft import task as T
+from rlsft.io import finished_files
 
 VLLM_PYTHON = B.vllm_python()
 REQUIRED = os.environ.get("RLSFT_REQUIRE_VLLM") == "1"  # .ci/run: fail, never skip, without the environment
@@ -247,9 +248,13 @@ def _gone(pid: int, timeout: float) -> bool:
     return False
 
 
+def _tables_done(shard_dir):
+    """The finished shards (a killed run may leave the hidden temporary file of a shard it was writing)."""
+    return finished_files(shard_dir, "*.parquet", recursive=True)
+
+
 def _tables(shard_dir):
-    files = sorted(Path(shard_dir).rglob("*.parquet"))
-    return {f.relative_to(shard_dir): pd.read_parquet(f) for f in files}
+    return {f.relative_to(shard_dir): pd.read_parquet(f) for f in _tables_done(shard_dir)}
 
 
 def test_worker_resume_after_kill_gives_the_same_shards(backend_run, organism_shaped, tmp_path):
@@ -260,7 +265,7 @@ def test_worker_resume_after_kill_gives_the_same_shards(backend_run, organism_sh
     t0 = time.time()
     killed = _sample(organism_shaped, tmp_path / "resumed", slow=True)
     end = time.time() + 300
-    while len(list((tmp_path / "resumed").rglob("*.parquet"))) < 2 and killed.poll() is None and time.time() < end:
+    while len(_tables_done(tmp_path / "resumed")) < 2 and killed.poll() is None and time.time() < end:
         time.sleep(0.2)
     assert killed.poll() is None, killed.communicate()[0][-4000:]
     t_first = time.time() - t0

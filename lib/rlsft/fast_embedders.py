@@ -91,8 +91,8 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     16
     """
     h = hashlib.sha256()
-    for f in sorted(Path(path).rglob("*")):
-        if f.is_file() and f.suffix in (".json", ".txt", ".safetensors", ".bin"):
+    for f in rio.finished_files(path, recursive=True):
+        if f.suffix in (".json", ".txt", ".safetensors", ".bin"):
             h.update(str(f.relative_to(path)).encode())
             h.update(str(f.stat().st_size).encode())
             if f.stat().st_size < 4_000_000:

@@ -57,6 +57,25 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+def finished_files(folder: str | os.PathLike, pattern: str = "*", recursive: bool = False) -> list[Path]:
+    """Sorted files under ``folder`` matching ``pattern``, without hidden ones.
+
+    A run killed while writing leaves the temporary file of :func:`atomic_path` behind
+    (``.name.XXXX.tmp.parquet``); its name starts with a dot and ends like the real file, so a
+    plain ``glob("*.parquet")`` would take it for a finished file. Hidden folders (``.shards``,
+    ``.cache``) are skipped too.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> _ = write_text(d / "a.csv", "x"); _ = (d / ".a.csv.k2.tmp.csv").write_text("")
+    >>> [p.name for p in finished_files(d, "*.csv")]
+    ['a.csv']
+    """
+    folder = Path(folder)
+    found = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    return sorted(p for p in found if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Atomically write ``data`` to ``path``."""
     with atomic_path(path) as tmp:

@@ -49,7 +49,7 @@ from rlsft import headline as H
 from rlsft.agreement import agreement
 from rlsft.config import REPO_ROOT, load_profile
 from rlsft.errors import ConfigError
-from rlsft.io import read_json, sha256_file, write_json, write_text
+from rlsft.io import finished_files, read_json, sha256_file, write_json, write_text
 
 log = logging.getLogger("rlsft.report")
 
@@ -580,7 +580,7 @@ def _natural(p: Path):
 
 def figures_section(root: Path, man: dict | None, pages: list[dict]) -> str:
     folder = root / "figures"
-    pngs = sorted(folder.glob("*.png"), key=_natural) if folder.is_dir() else []
+    pngs = sorted(finished_files(folder, "*.png"), key=_natural) if folder.is_dir() else []
     if not pngs:
         return f'<p class="missing">{NOT_COMPUTED}: no figures in <code>figures/</code>.</p>'
     artifacts = (man or {}).get("artifacts") or {}
@@ -604,7 +604,7 @@ def figures_section(root: Path, man: dict | None, pages: list[dict]) -> str:
         cards.append(f'<figure class="card"><a href="../{_href(rel)}"><img src="../{_href(rel)}" '
                      f'alt="{_esc(p.stem)}"></a><figcaption><code>{_esc(p.stem)}</code><br>'
                      f'{" · ".join(links)}{note}</figcaption></figure>')
-    tables = sorted(folder.glob("*.csv"))
+    tables = finished_files(folder, "*.csv")
     extra = ""
     if tables:
         extra = ('<p class="src">Tables behind the figures: ' + ", ".join(

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from rlsft.backends import build_prompt
+from rlsft.io import finished_files
 from rlsft.context import resolve_device
 from rlsft.benchmarks import _hub_offline_env, hub_reachable
 
@@ -79,7 +80,7 @@ def _read_local(path: Path) -> list[dict]:
     import pandas as pd
 
     if path.is_dir():
-        files = sorted(path.rglob("*.parquet"))
+        files = finished_files(path, "*.parquet", recursive=True)
         if not files:
             raise S1KUnavailable(f"{path}: a folder without parquet files")
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).to_dict("records")

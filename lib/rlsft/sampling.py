@@ -26,7 +26,7 @@ from typing import Callable
 import pandas as pd
 
 from rlsft.backends import SamplingParams, build_prompt
-from rlsft.io import sha256_file, sha256_text, write_parquet
+from rlsft.io import finished_files, sha256_file, sha256_text, write_parquet
 from rlsft.progress import bar as progress_bar
 from rlsft.schema import SAMPLE_COLUMNS
 from rlsft.verify import verify_record
@@ -56,7 +56,7 @@ def model_fingerprint(path: str, revision: str | None) -> str:
     ``id@commit`` with the commit of the cached snapshot (``id@revision`` when not cached)."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
+        files = finished_files(p, "*.safetensors") + finished_files(p, "*.bin")
         return sha256_text(*[sha256_file(f) for f in files]) if files else sha256_text(str(p.resolve()))
     return f"{path}@{resolved_commit(path, revision) or revision or 'main'}"
 
