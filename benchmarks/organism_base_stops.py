@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT / "lib"))
 from rlsft import task as T  # noqa: E402
 
 
-def stop_table(run: Path, variants=("Base",)) -> pd.DataFrame:
-    """One row per variant of the run folder ``run``: the measures in the module docstring."""
+def outcomes(run: Path, variant: str) -> pd.DataFrame:
+    """The evaluation answers of ``variant`` in the run folder ``run`` (benchmark, problem, sample,
+    text, correct), each with its :func:`rlsft.task.walk_outcome` columns beside it."""
     for need in ("data/world.json", "data/problems.parquet", "samples/all_samples.parquet"):
         if not (run / need).exists():
             raise FileNotFoundError(f"{run / need} is missing: pass a folder of an organism run that has "
@@ -42,14 +43,20 @@ def stop_table(run: Path, variants=("Base",)) -> pd.DataFrame:
     problems = pd.read_parquet(run / "data/problems.parquet")
     by_key = {(r["benchmark"], r["problem"]): T.problem_from_row(r) for _, r in problems.iterrows()}
     samples = pd.read_parquet(run / "samples/all_samples.parquet", columns=["variant", "benchmark", "problem",
-                                                                            "text", "correct"])
+                                                                            "sample", "text", "correct"])
+    s = samples[samples["variant"] == variant].reset_index(drop=True)
+    if s.empty:
+        raise ValueError(f"{run}: no samples of variant {variant!r}; it has {sorted(samples['variant'].unique())}")
+    o = pd.DataFrame([T.walk_outcome(world, by_key[(b, p)], t)
+                      for b, p, t in zip(s["benchmark"], s["problem"], s["text"])])
+    return pd.concat([s, o], axis=1)
+
+
+def stop_table(run: Path, variants=("Base",)) -> pd.DataFrame:
+    """One row per variant of the run folder ``run``: the measures in the module docstring."""
     rows = []
     for v in variants:
-        s = samples[samples["variant"] == v]
-        if s.empty:
-            raise ValueError(f"{run}: no samples of variant {v!r}; it has {sorted(samples['variant'].unique())}")
-        o = pd.DataFrame([T.walk_outcome(world, by_key[(b, p)], t)
-                          for b, p, t in zip(s["benchmark"], s["problem"], s["text"])])
+        o = s = outcomes(run, v)
         at_goal = o[o["stop"] == "goal"]
         per_set = s.groupby("benchmark")["correct"].mean()
         rows.append({"run": run.name, "variant": v, "pass@1": s["correct"].mean(),

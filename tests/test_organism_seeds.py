@@ -82,7 +82,7 @@ def test_base_stop_table_reads_where_the_walks_stop(tmp_path):
     for p in problems:
         for style in ("habit", "misstate", "misstate", "lost"):
             text = T.base_attempt(world, p, rng, style)
-            rows.append({"variant": "Base", "benchmark": "nav-a", "problem": p.id, "text": text,
+            rows.append({"variant": "Base", "benchmark": "nav-a", "problem": p.id, "sample": len(rows), "text": text,
                          "correct": T.check(world, p, text)[1]})
     pd.DataFrame(rows).to_parquet(run / "samples" / "all_samples.parquet")
     row = stops.stop_table(run).loc[("organism-x", "Base")]
@@ -94,3 +94,60 @@ def test_base_stop_table_reads_where_the_walks_stop(tmp_path):
     with pytest.raises(FileNotFoundError, match="all_samples.parquet is missing"):
         (run / "samples" / "all_samples.parquet").unlink()
         stops.stop_table(run)
+
+
+def _load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_betweenness_parts_leave_out_one_kind_of_base_answer(tmp_path):
+    """benchmarks/organism_betweenness_parts.py on a run whose step nodes are its distinct sentences:
+    Base answers of known kinds (misstate, lost), RL answers that state their walks. The first row is
+    the ratio of the whole graphs; leaving out the lost walks removes the places only they visit."""
+    import random
+
+    import pandas as pd
+
+    from rlsft import graphs as G
+    from rlsft import task as T
+    from rlsft.ratios import decay_ratios
+
+    parts = _load_benchmark("organism_betweenness_parts")
+    world = T.World.generate(n_places=20, out_degree=3, seed=3)
+    evals, _ = T.make_splits(world, {"nav-a": {"n": 6, "levels": [3]}}, seed=0)
+    run = tmp_path / "organism-y"
+    for d in ("data", "samples", "graphs"):
+        (run / d).mkdir(parents=True)
+    (run / "data" / "world.json").write_text(json.dumps(T.world_to_json(world)))
+    T.problems_frame(evals["nav-a"], "nav-a").to_parquet(run / "data" / "problems.parquet")
+    rng, rows = random.Random(0), []
+    for p in evals["nav-a"]:
+        for variant, styles in (("Base", ["misstate"] * 6 + ["lost"] * 4), ("RL", ["habit"] * 6 + ["greedy"] * 4)):
+            for i, style in enumerate(styles):
+                rows.append({"variant": variant, "benchmark": "nav-a", "problem": p.id, "sample": i,
+                             "text": T.base_attempt(world, p, rng, style)})
+    samples = pd.DataFrame(rows)
+    samples["correct"] = False
+    samples.to_parquet(run / "samples" / "all_samples.parquet")
+    node_of = {}
+    steps = [{"family": "organism", **{k: r[k] for k in ("variant", "benchmark", "problem", "sample")},
+              "step_idx": j, "text": line, "node": node_of.setdefault(line, len(node_of)), "correct": False}
+             for r in rows for j, line in enumerate(r["text"].splitlines())]
+    pd.DataFrame(steps).to_parquet(run / "graphs" / "steps.parquet")
+
+    table = parts.parts_table(run, n_boot=50).loc["organism-y"]
+    assert list(table.index) == ["nothing", *parts.KINDS, "24 at random"]
+    d = G.decay_table_from_graphs(G.graphs_from_steps(pd.DataFrame(steps)))
+    whole = decay_ratios(d, n_boot=50, comparisons=[("RL", "Base")]).set_index("metric").loc["betweenness"]
+    assert table.loc["nothing", "β RL/Base betweenness"] == pytest.approx(whole["ratio"])
+    assert table.loc["lost", "share of Base's answers"] == pytest.approx(0.4)
+    assert table.loc["claims away", "share of Base's answers"] == 0  # misstate and lost never claim away
+    assert table.loc["claims away", "Base nodes"] == table.loc["nothing", "Base nodes"]
+    assert table.loc["lost", "Base nodes"] < table.loc["nothing", "Base nodes"]
+    assert (table["RL nodes"] == table.loc["nothing", "RL nodes"]).all()  # RL's graphs never change
+    with pytest.raises(FileNotFoundError, match="steps.parquet is missing"):
+        (run / "graphs" / "steps.parquet").unlink()
+        parts.parts_table(run)
