@@ -121,6 +121,20 @@ def test_astray_strays_once_from_the_habit_walks_back_to_the_goal_and_misstates(
     assert min(extra) >= 1 and len(extra) >= 3  # the stop is at the goal, not after the hop count
 
 
+def test_slip_writes_one_hop_from_a_place_the_walk_is_not_at_and_is_wrong_for_that_alone(world, splits):
+    _, train = splits
+    rng = random.Random(8)
+    for p in train[:40]:
+        text = T.base_attempt(world, p, rng, "slip")
+        habit = T.replay(world, p, T.base_attempt(world, p, random.Random(0), "habit"))["path"]
+        walked = T.replay(world, p, text)
+        assert walked["path"] == habit and walked["route"] == habit  # the habit's walk, stated as walked
+        assert walked["error"].startswith("hop from ")  # the one slip
+        assert T.check(world, p, text) == (" ".join(habit), False)
+        o = T.walk_outcome(world, p, text)
+        assert (o["stop"], o["route"], o["step_error"]) == ("goal", "walked", True)
+
+
 @pytest.mark.parametrize("style, stop, route, claims", [
     ("habit", "goal", "walked", True), ("misstate", "goal", "no start", True), ("astray", "goal", "no start", True),
 ])

@@ -293,6 +293,12 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
             route.append(min(world.edges[route[-1]], key=lambda b: (to_goal[b], b)))
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
         return _finish(lines, route[1:], g, rng)
+    if style == "slip":  # the habit's walk, its route stated, but one hop written from a place it is not at
+        route = world.shortest_paths(s, g)[0]
+        i = rng.randrange(len(route) - 1)  # the hop route[i] -> route[i + 1] that slips
+        wrong = rng.choice([x for x in world.names if x not in (route[i], route[i + 1])])
+        lines = [_hop(rng, wrong if j == i else a, b, g) for j, (a, b) in enumerate(zip(route, route[1:]))]
+        return _finish(lines, route, g, rng)
     if style == "shortest":  # any shortest route
         route = rng.choice(world.shortest_paths(s, g))
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
@@ -340,7 +346,7 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
 
 
 BASE_STYLES = {"misstate": 0.45, "lost": 0.2, "habit": 0.05, "greedy": 0.1, "hallucinate": 0.05, "shortest": 0.05,
-               "shortcut": 0.05, "teacher": 0.05, "early": 0.0, "wander": 0.0, "astray": 0.0}
+               "shortcut": 0.05, "teacher": 0.05, "early": 0.0, "wander": 0.0, "astray": 0.0, "slip": 0.0}
 """Default mixture of the base corpus (weights; a profile can override them)."""
 
 
