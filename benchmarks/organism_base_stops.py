@@ -56,10 +56,10 @@ def stop_table(run: Path, variants=("Base",)) -> pd.DataFrame:
     """One row per variant of the run folder ``run``: the measures in the module docstring."""
     rows = []
     for v in variants:
-        o = s = outcomes(run, v)
+        o = outcomes(run, v)
         at_goal = o[o["stop"] == "goal"]
-        per_set = s.groupby("benchmark")["correct"].mean()
-        rows.append({"run": run.name, "variant": v, "pass@1": s["correct"].mean(),
+        per_set = o.groupby("benchmark")["correct"].mean()
+        rows.append({"run": run.name, "variant": v, "pass@1": o["correct"].mean(),
                      "pass@1 per set": " / ".join(f"{x:.2f}" for x in per_set), **rl_ratios(run),
                      **{f"stops: {k}": (o["stop"] == k).mean() for k in ("goal", "past goal", "short", "elsewhere")},
                      "claims away from goal": (o["claims"] & (o["stop"] != "goal")).mean(),

@@ -14,13 +14,18 @@ from rlsft import config as C
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def seeds():
-    spec = importlib.util.spec_from_file_location("organism_seeds", ROOT / "benchmarks" / "organism_seeds.py")
+def _load_benchmark(name):
+    """The script ``benchmarks/<name>.py`` as a module (registered, so its subprocesses' imports match)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["organism_seeds"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    return _load_benchmark("organism_seeds")
 
 
 def test_a_run_profile_changes_only_seed_world_and_device(seeds, tmp_path):
@@ -67,9 +72,7 @@ def test_base_stop_table_reads_where_the_walks_stop(tmp_path):
 
     from rlsft import task as T
 
-    spec = importlib.util.spec_from_file_location("organism_base_stops", ROOT / "benchmarks" / "organism_base_stops.py")
-    stops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stops)
+    stops = _load_benchmark("organism_base_stops")
     world = T.World.generate(n_places=20, out_degree=3, seed=3)
     evals, _ = T.make_splits(world, {"nav-a": {"n": 8, "levels": [3]}}, seed=0)
     problems = evals["nav-a"]
@@ -94,13 +97,6 @@ def test_base_stop_table_reads_where_the_walks_stop(tmp_path):
     with pytest.raises(FileNotFoundError, match="all_samples.parquet is missing"):
         (run / "samples" / "all_samples.parquet").unlink()
         stops.stop_table(run)
-
-
-def _load_benchmark(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_betweenness_parts_leave_out_one_kind_of_base_answer(tmp_path):
