@@ -64,7 +64,7 @@ def stop_table(run: Path, variants=("Base",)) -> pd.DataFrame:
                      **{f"stops: {k}": (o["stop"] == k).mean() for k in ("goal", "past goal", "short", "elsewhere")},
                      "claims away from goal": (o["claims"] & (o["stop"] != "goal")).mean(),
                      "Route line = walk, of walks at goal": (at_goal["route"] == "walked").mean() if len(at_goal) else np.nan,
-                     "hops nearer": o["nearer"].mean(),
+                     "hops nearer": o["nearer"].mean(), "takes a false road": o["false_road"].mean(),
                      "hops = distance": (o["hops"] == 0).mean(), "mean abs(hops - distance)": o["hops"].abs().mean()})
     return pd.DataFrame(rows).set_index(["run", "variant"])
 

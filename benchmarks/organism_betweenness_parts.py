@@ -9,6 +9,8 @@ evaluation answers are sorted by :func:`rlsft.task.walk_outcome` into four kinds
 goal and the Route line states it (``goal, walk stated``); it ends at the goal with another Route line
 (``goal, misstated``, mostly ``misstate``'s habit); it ends away from the goal and claims arrival
 (``claims away``: the count-stopper's failure); it ends away from the goal and claims nothing (``lost``).
+Where Base walks any of its believed false roads (:func:`rlsft.task.false_roads`, the ``misbelief``
+style), one more row leaves those answers out, whatever their kind.
 Base's per-problem graphs are rebuilt from the run's own step nodes without one kind, and β RL/Base
 (:func:`rlsft.ratios.decay_ratios`, the pipeline's ratio: median over problems, paired bootstrap CI,
 node-count and shape parts) is computed against RL's unchanged graphs. A control row leaves out the
@@ -67,11 +69,15 @@ def parts_table(run: Path, seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
     paths = G.paths_from_steps(steps[steps["variant"].isin(["Base", "RL"])])
     base_keys = [k for k in paths if k[1] == "Base"]
     kinds = {k: kind[(k[2], str(k[3]), k[4])] for k in base_keys}
+    fake = dict(zip(zip(o["benchmark"], o["problem"].astype(str), o["sample"]), o["false_road"]))
+    false_road = {k for k in base_keys if fake[(k[2], str(k[3]), k[4])]}
     rl = _decay(paths, "RL")
     n_lost = sum(v == "lost" for v in kinds.values())
     rng = np.random.default_rng(seed)
     random_out = set(rng.choice(len(base_keys), size=n_lost, replace=False).tolist())
     drops = [("nothing", set())] + [(k, {b for b in base_keys if kinds[b] == k}) for k in KINDS]
+    if false_road:  # the misbelief style's answers (across kinds): those that take a false road
+        drops.append(("takes a false road", false_road))
     drops.append((f"{n_lost} at random", {b for i, b in enumerate(base_keys) if i in random_out}))
     share = pd.Series(kinds).value_counts(normalize=True)
     rows = []

@@ -61,6 +61,7 @@ def probe_stats(world: T.World, problems: pd.DataFrame, texts: dict) -> dict:
                      "walked past goal": sum(o["stop"] == "past goal" for o in walks) / len(outs),
                      "claims away from goal": sum(o["claims"] and o["stop"] != "goal" for o in walks) / len(outs),
                      "hops = distance": sum(o["hops"] == 0 for o in walks) / len(outs),
+                     "takes a false road": sum(o["false_road"] for o in walks) / len(outs),
                      "distinct steps": len(steps), "places": len(places),
                      "correct routes": len({route for route, ok in checks if ok}),
                      "incorrect texts": len({t for t, (_, ok) in zip(outs, checks) if not ok}),

@@ -135,6 +135,33 @@ def test_slip_writes_one_hop_from_a_place_the_walk_is_not_at_and_is_wrong_for_th
         assert (o["stop"], o["route"], o["step_error"]) == ("goal", "walked", True)
 
 
+def test_false_roads_are_one_per_place_far_unreal_and_fixed_by_the_world(world):
+    fake = T.false_roads(world)
+    assert sorted(fake) == sorted(world.names)
+    assert all(b not in world.edges[a] and world.distance(a, b) >= 3 for a, b in fake.items())
+    assert T.false_roads(T.World.generate(n_places=20, out_degree=3, seed=3)) == fake  # the world alone fixes them
+    assert T.false_roads(T.World.generate(n_places=20, out_degree=3, seed=4)) != fake
+    believed = T.believed_world(world)
+    assert all(set(believed.edges[a]) == set(world.edges[a]) | {fake[a]} for a in world.names)
+
+
+def test_misbelief_walks_the_believed_habit_and_fails_for_its_false_roads(world, splits):
+    _, train = splits
+    rng = random.Random(9)
+    fake, believed, took = T.false_roads(world), T.believed_world(world), 0
+    for p in train:
+        text = T.base_attempt(world, p, rng, "misbelief")
+        path = T.replay(world, p, text)["path"]
+        assert path == believed.shortest_paths(p.start, p.goal)[0]  # Base's habit on its believed map
+        uses = any(fake.get(a) == b for a, b in zip(path, path[1:]))
+        o = T.walk_outcome(world, p, text)
+        assert (o["stop"], o["route"], o["false_road"], o["step_error"]) == ("goal", "no start", uses, uses)
+        assert not T.check(world, p, text)[1]  # misstated, as misstate, and wrong again on a false road
+        took += uses
+    assert 0 < took < len(train)  # some routes take a false road, not all
+    assert not any(T.walk_outcome(world, p, T.base_attempt(world, p, rng, "habit"))["false_road"] for p in train)
+
+
 @pytest.mark.parametrize("style, stop, route, claims", [
     ("habit", "goal", "walked", True), ("misstate", "goal", "no start", True), ("astray", "goal", "no start", True),
 ])

@@ -202,6 +202,39 @@ def make_splits(world: World, eval_sets: dict, levels: Iterable[int] = (2, 3, 4)
     return evals, train
 
 
+# ------------------------------------------------------------------------------------ misbeliefs
+_FALSE_ROADS: dict = {}
+
+
+def false_roads(world: World, min_distance: int = 3) -> dict:
+    """Base's misbeliefs about the world: one road per place that does not exist, to a place at
+    least ``min_distance`` hops away (a believed far shortcut), drawn from the world alone, so the
+    same world always gives the same false roads. The ``misbelief`` style walks them as if real.
+
+    >>> w = World.generate(seed=0); f = false_roads(w)
+    >>> len(f) == len(w.names), all(b not in w.edges[a] and w.distance(a, b) >= 3 for a, b in f.items())
+    (True, True)
+    """
+    key = (tuple(sorted(world.edges.items())), min_distance)
+    if key not in _FALSE_ROADS:
+        rng = random.Random("false-roads:" + repr(key))
+        out = {}
+        for a in world.names:
+            dist = world.distances_from(a)
+            far = [c for c in world.names if dist.get(c, 10**9) >= min_distance]
+            if far:
+                out[a] = rng.choice(far)
+        _FALSE_ROADS[key] = out
+    return dict(_FALSE_ROADS[key])
+
+
+def believed_world(world: World) -> World:
+    """The world as Base's ``misbelief`` style believes it: the real roads plus :func:`false_roads`."""
+    fake = false_roads(world)
+    return World(world.names, {a: tuple(sorted(set(outs) | ({fake[a]} if a in fake else set())))
+                               for a, outs in world.edges.items()})
+
+
 # --------------------------------------------------------------------------------------- writers
 def _hop(rng: random.Random, a: str, b: str, g: str) -> str:
     return rng.choice(HOP_PHRASES).format(a=a, b=b, g=g)
@@ -280,6 +313,10 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
         route = world.shortest_paths(s, g)[0]
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
         return _finish(lines, route[1:], g, rng)
+    if style == "misbelief":  # the misstate habit on Base's believed map: false roads walked as real
+        route = believed_world(world).shortest_paths(s, g)[0]
+        lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
+        return _finish(lines, route[1:], g, rng)
     if style == "astray":  # the habit's walk with one wrong turn, back on course to the goal, misstated
         to_goal = world.distances_to(g)
         habit = world.shortest_paths(s, g)[0]
@@ -346,7 +383,8 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
 
 
 BASE_STYLES = {"misstate": 0.45, "lost": 0.2, "habit": 0.05, "greedy": 0.1, "hallucinate": 0.05, "shortest": 0.05,
-               "shortcut": 0.05, "teacher": 0.05, "early": 0.0, "wander": 0.0, "astray": 0.0, "slip": 0.0}
+               "shortcut": 0.05, "teacher": 0.05, "early": 0.0, "wander": 0.0, "astray": 0.0, "slip": 0.0,
+               "misbelief": 0.0}
 """Default mixture of the base corpus (weights; a profile can override them)."""
 
 
@@ -427,7 +465,8 @@ def walk_outcome(world: World, problem: Problem, text: str) -> dict:
     ``hops`` the walk's hop count minus the shortest distance; ``claims`` whether it states arrival
     (``Reached``/``Arrived``); ``route``: ``walked`` (the Route line equals the walk), ``no start``
     (the walk without its start, as ``misstate`` writes it), ``other`` or ``none``; ``step_error``
-    whether a step fails the replay; ``nearer`` the share of hops, up to the goal, that bring the walk
+    whether a step fails the replay; ``false_road`` whether the walk takes one of Base's believed
+    :func:`false_roads`; ``nearer`` the share of hops, up to the goal, that bring the walk
     one hop nearer to it.
 
     >>> w = World.generate(seed=0); a = w.names[0]; b = w.edges[a][0]
@@ -437,6 +476,7 @@ def walk_outcome(world: World, problem: Problem, text: str) -> dict:
     """
     r = replay(world, problem, text)
     path, route, g = r["path"], r["route"], problem.goal
+    fake = false_roads(world)
     to_goal = world.distances_to(g)
     upto = path[: path.index(g) + 1] if g in path else path
     hops = list(zip(upto, upto[1:]))
@@ -451,6 +491,7 @@ def walk_outcome(world: World, problem: Problem, text: str) -> dict:
             "route": ("none" if route is None else "walked" if route == path
                       else "no start" if route == path[1:] else "other"),
             "step_error": r["error"] is not None and r["error"] != "no route line",
+            "false_road": any(fake.get(a) == b for a, b in zip(path, path[1:])),
             "nearer": (sum(to_goal.get(b, 10**9) == to_goal.get(a, 10**9) - 1 for a, b in hops) / len(hops)
                        if hops else float("nan"))}
 
