@@ -318,3 +318,15 @@ def test_data_stage_writes_what_the_task_builds(tmp_path):
     assert tables["counts"]["problems"].to_dict() == {"e": 3}
     with pytest.raises(ConfigError, match="no problems were loaded"):
         data.run(ctx, data.Params(task="benchmarks"))
+
+
+def test_hasty_stops_early_on_short_routes_and_misstates_long_ones(world, splits):
+    _, train = splits
+    rng = random.Random(11)
+    levels = set()
+    for p in train:
+        o = T.walk_outcome(world, p, T.base_attempt(world, p, rng, "hasty"))
+        expected = ("short", True) if p.level <= 3 else ("goal", True)
+        assert (o["stop"], o["claims"]) == expected and (p.level <= 3 or o["route"] == "no start")
+        levels.add(p.level)
+    assert {2, 4} <= levels  # both branches were exercised

@@ -44,7 +44,7 @@ class Params:
     # Base: pretraining from scratch
     pretrain_epochs: int = param(12, "passes over the base corpus", ge=1)
     pretrain_lr: float = param(0.003, "peak learning rate (AdamW, cosine)", gt=0)
-    pretrain_batch: int = param(32, "documents per step", ge=1)
+    pretrain_batch: int = param(8, "documents per step", ge=1)
     pretrain_weight_decay: float = param(0.01, "AdamW weight decay", ge=0)
     # SFT (TRL SFTTrainer)
     sft_epochs: int = param(2, "passes over the teacher traces", ge=1)
