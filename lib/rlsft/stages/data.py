@@ -36,8 +36,7 @@ class Params:
                             "held-out evaluation sets (the organism's benchmarks): name -> {n: problems, "
                             "levels: shortest-route lengths in hops}")
     base_per_problem: int = param(5, "pretraining attempts per training problem", ge=0)
-    base_styles: dict = param({"misstate": 0.3, "early": 0.15, "lost": 0.15, "habit": 0.1, "greedy": 0.1,
-                               "hallucinate": 0.05, "shortest": 0.05, "shortcut": 0.05, "teacher": 0.05},
+    base_styles: dict = param({style: w for style, w in T.BASE_STYLES.items() if w},  # the task's own mixture
                               "writer style -> share of the Base corpus's attempts (rlsft.task.base_attempt)")
     teacher_per_problem: int = param(2, "teacher traces per training problem (SFT data)", ge=0)
     teacher_slack: int = param(1, "teacher's depth limit: shortest distance + slack hops", ge=0)
