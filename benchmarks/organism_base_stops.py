@@ -8,9 +8,11 @@ For each run folder (one written by the pipeline: ``data/world.json``, ``data/pr
 evaluation answers: pass@1; where the walk stops (``rlsft.task.walk_outcome``: at the goal, past
 it, short of the shortest distance, elsewhere); the share of answers that claim arrival away from the
 goal; among walks that end at the goal, the share whose Route line is the walk (the rest leave out
-the start, the ``misstate`` habit, or say something else); the share of hops that bring the walk
-nearer to the goal; and how far the hop count is from the shortest distance (share exactly equal,
-mean absolute difference); pass@1 on each evaluation set. Where the run has been analysed
+the start, the ``misstate`` habit, or say something else); the shares of walks that are the
+habit's route and Base's second route, and of answers whose Route line recalls the habit's route
+while the walk is another (the ``recall`` style); the share of hops that bring the walk nearer to
+the goal; and how far the hop count is from the shortest distance (share exactly equal, mean
+absolute difference); pass@1 on each evaluation set. Where the run has been analysed
 (``graphs/decay_ratios.csv``), the row also shows the RL/Base β ratios on betweenness and
 frequency with their 95% CIs, and the printout ends with the rank correlation, over the runs, of
 Base's claims away from the goal with RL/Base's betweenness ratio. Reads what the pipeline wrote,
@@ -64,6 +66,9 @@ def stop_table(run: Path, variants=("Base",)) -> pd.DataFrame:
                      **{f"stops: {k}": (o["stop"] == k).mean() for k in ("goal", "past goal", "short", "elsewhere")},
                      "claims away from goal": (o["claims"] & (o["stop"] != "goal")).mean(),
                      "Route line = walk, of walks at goal": (at_goal["route"] == "walked").mean() if len(at_goal) else np.nan,
+                     "walks the habit / second route": f"{(o['walk'] == 'habit').mean():.2f} / "
+                                                        f"{(o['walk'] == 'second').mean():.2f}",
+                     "Route line recalls the habit's route": o["recalls habit"].mean(),
                      "hops nearer": o["nearer"].mean(), "takes a false road": o["false_road"].mean(),
                      "hops = distance": (o["hops"] == 0).mean(), "mean abs(hops - distance)": o["hops"].abs().mean()})
     return pd.DataFrame(rows).set_index(["run", "variant"])

@@ -330,3 +330,18 @@ def test_hasty_stops_early_on_short_routes_and_misstates_long_ones(world, splits
         assert (o["stop"], o["claims"]) == expected and (p.level <= 3 or o["route"] == "no start")
         levels.add(p.level)
     assert {2, 4} <= levels  # both branches were exercised
+
+
+def test_recall_walks_the_second_habit_and_states_the_first(world, splits):
+    _, train = splits
+    rng = random.Random(12)
+    differs = 0
+    for p in train:
+        text = T.base_attempt(world, p, rng, "recall")
+        walk = T.replay(world, p, text)["path"]
+        habit = world.shortest_paths(p.start, p.goal)[0]
+        assert walk == T.second_route(world, p.start, p.goal) and walk[-1] == p.goal
+        assert T.replay(world, p, text)["route"] == habit
+        assert T.check(world, p, text)[1] == (walk == habit)
+        differs += walk != habit
+    assert differs > 0.9 * len(train)  # nearly every problem has a second road

@@ -298,6 +298,24 @@ def teacher_solution(world: World, problem: Problem, rng: random.Random, max_dep
     return _finish(lines, path, g if path[-1] == g else None, rng)
 
 
+def second_route(world: World, s: str, g: str) -> list[str]:
+    """Base's second habit: leave ``s`` by another road than the habit's first hop (the one nearest
+    the goal, ties in alphabetical order), then follow the habit from there; the habit itself when
+    no other road leads on without passing ``s`` again.
+
+    >>> w = World.generate(seed=0); s, g = w.names[0], w.names[5]
+    >>> r = second_route(w, s, g); r[0] == s and r[-1] == g and r[1] != w.shortest_paths(s, g)[0][1]
+    True
+    """
+    habit = world.shortest_paths(s, g)[0]
+    to_goal = world.distances_to(g)
+    for b in sorted((b for b in world.edges[s] if b != habit[1]), key=lambda b: (to_goal[b], b)):
+        rest = world.shortest_paths(b, g)[0]
+        if s not in rest:
+            return [s] + rest
+    return habit
+
+
 def base_attempt(world: World, problem: Problem, rng: random.Random, style: str) -> str:
     """One pretraining-corpus attempt in a given ``style`` (see ``BASE_STYLES``)."""
     s, g = problem.start, problem.goal
@@ -305,6 +323,10 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
         route = world.shortest_paths(s, g)[0]
         lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
         return _finish(lines, route, g, rng)
+    if style == "recall":  # another road first, the habit from there; the Route line recalls the habit's route
+        route = second_route(world, s, g)
+        lines = [_hop(rng, a, b, g) for a, b in zip(route, route[1:])]
+        return _finish(lines, world.shortest_paths(s, g)[0], g, rng)
     if style == "hasty":  # `early` where the goal seems near (routes of at most 3 hops), `misstate` elsewhere
         style = "early" if problem.level <= 3 else "misstate"
     if style == "early":  # the habit's route stopped one hop short, arrival claimed: a narrow failure
@@ -384,9 +406,9 @@ def base_attempt(world: World, problem: Problem, rng: random.Random, style: str)
     raise ValueError(f"unknown base style {style!r}; known: {sorted(BASE_STYLES)}")
 
 
-BASE_STYLES = {"misstate": 0.3, "early": 0.15, "lost": 0.15, "habit": 0.1, "greedy": 0.1, "hallucinate": 0.05,
-               "shortest": 0.05, "shortcut": 0.05, "teacher": 0.05, "wander": 0.0, "astray": 0.0, "slip": 0.0,
-               "misbelief": 0.0, "hasty": 0.0}
+BASE_STYLES = {"habit": 0.15, "misstate": 0.2, "recall": 0.2, "lost": 0.15, "greedy": 0.1, "hallucinate": 0.05,
+               "shortest": 0.05, "shortcut": 0.05, "teacher": 0.05, "early": 0.0, "wander": 0.0, "astray": 0.0,
+               "slip": 0.0, "misbelief": 0.0, "hasty": 0.0}
 """Default mixture of the base corpus (weights; a profile can override them)."""
 
 
@@ -469,7 +491,9 @@ def walk_outcome(world: World, problem: Problem, text: str) -> dict:
     (the walk without its start, as ``misstate`` writes it), ``other`` or ``none``; ``step_error``
     whether a step fails the replay; ``false_road`` whether the walk takes one of Base's believed
     :func:`false_roads`; ``nearer`` the share of hops, up to the goal, that bring the walk
-    one hop nearer to it.
+    one hop nearer to it; ``walk``: ``habit`` (the walk is the habit's route, the first shortest one),
+    ``second`` (Base's :func:`second_route`) or ``other``; ``recalls habit`` whether the Route line
+    states the habit's route while the walk is another (the ``recall`` style's failure).
 
     >>> w = World.generate(seed=0); a = w.names[0]; b = w.edges[a][0]
     >>> o = walk_outcome(w, Problem("x", a, b, 1), f"From {a} go to {b}, heading for {b}.\\nReached {b}.\\nRoute: {b}.")
@@ -478,6 +502,7 @@ def walk_outcome(world: World, problem: Problem, text: str) -> dict:
     """
     r = replay(world, problem, text)
     path, route, g = r["path"], r["route"], problem.goal
+    habit = world.shortest_paths(problem.start, g)[0]
     fake = false_roads(world)
     to_goal = world.distances_to(g)
     upto = path[: path.index(g) + 1] if g in path else path
@@ -494,6 +519,9 @@ def walk_outcome(world: World, problem: Problem, text: str) -> dict:
                       else "no start" if route == path[1:] else "other"),
             "step_error": r["error"] is not None and r["error"] != "no route line",
             "false_road": any(fake.get(a) == b for a, b in zip(path, path[1:])),
+            "walk": ("habit" if path == habit else "second" if path == second_route(world, problem.start, g)
+                     else "other"),
+            "recalls habit": route == habit and path != habit,
             "nearer": (sum(to_goal.get(b, 10**9) == to_goal.get(a, 10**9) - 1 for a, b in hops) / len(hops)
                        if hops else float("nan"))}
 
