@@ -338,10 +338,10 @@ def test_recall_walks_the_second_habit_and_states_the_first(world, splits):
     differs = 0
     for p in train:
         text = T.base_attempt(world, p, rng, "recall")
-        walk = T.replay(world, p, text)["path"]
-        habit = world.shortest_paths(p.start, p.goal)[0]
+        r = T.replay(world, p, text)
+        walk, habit = r["path"], world.shortest_paths(p.start, p.goal)[0]
         assert walk == T.second_route(world, p.start, p.goal) and walk[-1] == p.goal
-        assert T.replay(world, p, text)["route"] == habit
+        assert r["route"] == habit
         assert T.check(world, p, text)[1] == (walk == habit)
         differs += walk != habit
     assert differs > 0.9 * len(train)  # nearly every problem has a second road
