@@ -13,6 +13,7 @@ import pytest
 
 from rlsft import VARIANTS
 from rlsft.context import Context
+from rlsft.embedders import get_embedder
 from rlsft.controls import (
     matched_decay,
     matched_prefix,
@@ -35,6 +36,7 @@ from rlsft.headline import ci_agreement, direction_verdict, magnitude_verdict, r
 from rlsft.params import build
 from rlsft.stages import ablations, fig_ablations, fig_decay, fig_sweep, sweep
 from rlsft.stages import graphs as SG
+from rlsft.stages.graphs import step_analysis
 
 from test_graphs import _toy_samples
 
@@ -245,10 +247,10 @@ def test_tri_state_agrees_everywhere():
 
 def _profile(name: str) -> dict:
     return {"name": name, "seed": 0, "device": "cpu",
-            "stages": {"graphs": {"embedder": "tfidf-char", "k": 5, "spread_seeds": [0], "n_boot": 30},
+            "stages": {"graphs": {"embedder": "tfidf-char", "k": 5, "spread_seeds": [0], "n_boot": 30, "k_guard": False},
                        "ablations": {"ablations": {"K x0.5": {"k_scale": 0.5}, "top-2 edges": {"sparsify_k": 2}},
                                      "n_boot": 30},
-                       "sweep": {"n_boot": 30, "k_grid": [2, 4, 8, 16], "k_range": [0.5, 2.0]}}}
+                       "sweep": {"n_boot": 30, "k_grid": [2, 4, 8, 12, 16, 32], "k_range": [0.5, 4.0]}}}
 
 
 def _write_samples(root, profile, samples):
@@ -264,18 +266,33 @@ def test_sweep_over_m_and_k(tmp_path):
     out = sweep.run(ctx, ctx.params)
     geo = out["geomeans"]
     assert sorted(set(geo.loc[geo.axis == "M", "value"])) == [4, 8]
-    assert sorted(set(geo.loc[geo.axis == "K", "value"])) == [4, 5, 8]  # the grid from 2.5 to 10, and K = 5
+    assert sorted(set(geo.loc[geo.axis == "K", "value"])) == [4, 5, 8, 12, 16]  # the grid from 2.5 to 20, and K = 5
     assert out["k_rule"]["steps_encoded"] == 0  # the K axis read the embedding cache stage graphs filled
-    assert json.loads((ctx.dir / "k_rule.json").read_text())["k_axis"] == [4, 5, 8]
+    assert json.loads((ctx.dir / "k_rule.json").read_text())["k_axis"] == [4, 5, 8, 12, 16]
     # the main run is the last M point and the profile's K point
     main = g["ratios"][g["ratios"]["benchmark"] == "all"].reset_index(drop=True)
     for axis, value in (("M", 8), ("K", 5)):
         pt = out["ratios"][(out["ratios"]["axis"] == axis) & (out["ratios"]["value"] == value)].reset_index(drop=True)
         assert np.allclose(pt["ratio"], main["ratio"], equal_nan=True)
         assert np.allclose(pt["shape_ratio"], main["shape_ratio"], equal_nan=True)
+    # every other K point is what stage graphs computes at that K (groups K reaches are clustered once
+    # and reused for the larger K: the same graphs, k_asked set to each K)
+    for k in (4, 8, 12, 16):
+        seg = SG.segment_settings(build(SG.Params, profile["stages"]["graphs"], "g"))
+        direct = step_analysis(_toy_samples(n_samples=8), seg, get_embedder("tfidf-char"), tmp_path / "direct-cache",
+                               k=k, seed=0, progress=False)
+        want = decay_ratios(direct.decay, n_boot=30, seed=0)
+        want = want[want["benchmark"] == "all"].reset_index(drop=True)
+        pt = out["ratios"][(out["ratios"]["axis"] == "K") & (out["ratios"]["value"] == k)].reset_index(drop=True)
+        assert np.allclose(pt["ratio"], want["ratio"], equal_nan=True)
+        assert np.allclose(pt["ci_low"], want["ci_low"], equal_nan=True)
+        v = visited_summary(visited_table(direct.decay, direct.clustering))
+        got = out["visited"][(out["visited"]["axis"] == "K") & (out["visited"]["value"] == k)]
+        assert got["median_visited_fraction"].tolist() == v["median_visited_fraction"].tolist()
+    assert (g["clustering"]["n_distinct"] <= 12).all()  # so K = 12 is identity, and K = 16 reuses it
     vis = out["visited"]
     assert set(vis["variant"]) == set(VARIANTS) and {"median_visited_fraction", "saturated"} <= set(vis.columns)
-    on_grid = vis[(vis.axis == "K") & vis["value"].isin([4, 8])].rename(columns={"value": "k"})
+    on_grid = vis[(vis.axis == "K") & vis["value"].isin([4, 8, 12, 16])].rename(columns={"value": "k"})
     assert out["k_rule"]["k_rule"] == rule_k(on_grid)  # the rule's candidates: grid values only (not K = 5)
     fctx = _ctx(tmp_path, "fig_sweep", profile)
     f = fig_sweep.run(fctx, fctx.params)

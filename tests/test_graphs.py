@@ -3,6 +3,7 @@ the stages that run them: graphs (streamed step analysis, seed spread), fig_deca
 fig_ablations."""
 from __future__ import annotations
 
+import json
 import math
 import zlib
 
@@ -456,6 +457,47 @@ def _ctx(tmp_path, stage: str, profile: dict):
     return Context(name=stage, profile=profile, params=params, root=tmp_path / profile["name"])
 
 
+def test_guard_raises_k_until_no_variant_is_saturated(tmp_path):
+    """At a saturating K the graphs stage clusters again at the next K of the rule's grid until no
+    variant's median visited fraction is above 0.8; k_choice.json says which K and why, the tables
+    are those of the K kept, and the ablations start from that K."""
+    from rlsft.controls import K_GRID
+    from rlsft.stages import ablations
+
+    samples = _toy_samples()
+    profile = {"name": "toy", "seed": 2, "device": "cpu",
+               "stages": {"graphs": {"embedder": "tfidf-char", "k": 5, "spread_seeds": [2], "n_boot": 0,
+                                     "matched_draws": 0},
+                          "ablations": {"ablations": {"K x0.5": {"k_scale": 0.5}}, "n_boot": 0}}}
+    (tmp_path / "toy" / "samples").mkdir(parents=True)
+    samples.to_parquet(tmp_path / "toy" / "samples" / "all_samples.parquet")
+    ctx = _ctx(tmp_path, "graphs", profile)
+    out = SG.run(ctx, ctx.params)
+    choice = json.loads((ctx.dir / "k_choice.json").read_text())
+    tried = [t["k"] for t in choice["tried"]]
+    assert tried[0] == 5 and tried[1:] == [g for g in K_GRID if 5 < g <= choice["k"]]
+    assert choice["k"] == out["k_choice"]["k"] > 5 and choice["k_profile"] == 5
+    assert all(t["saturated"] for t in choice["tried"][:-1]) and not choice["tried"][-1]["saturated"]
+    assert choice["reason"].startswith("raised by the guard")
+    assert not out["visited_summary"]["saturated"].any()
+    assert (out["visited_summary"]["median_visited_fraction"] <= 0.8).all()
+    assert (out["clustering"]["k_asked"] == choice["k"]).all()
+    want = step_analysis(samples, SG.segment_settings(ctx.params), get_embedder("tfidf-char"), tmp_path / "c2",
+                         k=choice["k"], seed=2, progress=False)
+    pd.testing.assert_frame_equal(out["decay"], want.decay)
+    assert SG.used_k(ctx.dir, 5) == choice["k"] and SG.used_k(tmp_path, 5) == 5
+    abl = ablations.run(_ctx(tmp_path, "ablations", profile), ablations.Params(ablations={"K x0.5": {"k_scale": 0.5}},
+                                                                                n_boot=0))
+    assert abl["base"]["k"] == choice["k"]
+
+    off = {**profile, "name": "toy-off", "stages": {"graphs": {**profile["stages"]["graphs"], "k_guard": False}}}
+    (tmp_path / "toy-off" / "samples").mkdir(parents=True)
+    samples.to_parquet(tmp_path / "toy-off" / "samples" / "all_samples.parquet")
+    octx = _ctx(tmp_path, "graphs", off)
+    kept = SG.run(octx, octx.params)["k_choice"]
+    assert kept["k"] == 5 and [t["k"] for t in kept["tried"]] == [5] and "k_guard off" in kept["reason"]
+
+
 def test_stages_run_end_to_end(tmp_path):
     """graphs -> fig_decay -> ablations -> fig_ablations on the toy corpus, as the notebooks run them;
     the graphs stage's tables equal the method calls notebook 40 made, and the ablations read stage
@@ -464,7 +506,8 @@ def test_stages_run_end_to_end(tmp_path):
 
     samples = _toy_samples()
     profile = {"name": "toy", "seed": 2, "device": "cpu",
-               "stages": {"graphs": {"embedder": "tfidf-char", "k": 5, "spread_seeds": [2, 0], "n_boot": 20},
+               "stages": {"graphs": {"embedder": "tfidf-char", "k": 5, "spread_seeds": [2, 0], "n_boot": 20,
+                                     "k_guard": False},
                           "ablations": {"ablations": {"K x0.5": {"k_scale": 0.5}, "top-2 edges": {"sparsify_k": 2},
                                                       "same": {"k_scale": 1.0}}, "n_boot": 20}}}
     (tmp_path / "toy" / "samples").mkdir(parents=True)

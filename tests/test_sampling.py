@@ -537,3 +537,80 @@ def test_shard_cli_needs_the_data_stage_first(tmp_path):
     """``python -m rlsft.stages.samples --shard i/n`` (scale-out) stops with the command to run first."""
     with pytest.raises(SystemExit, match=r"run `./run_all.sh --profile ci --only data` first"):
         S.main(["--profile", "ci", "--shard", "0/2", "--results", str(tmp_path)])
+
+
+# ------------------------------------------------------------------ compact decoding equals generate
+@pytest.mark.parametrize("temperature,top_p,max_new_tokens,batch_size", [
+    (0.6, 0.95, 12, 512),   # the organism's settings; some rows stop, some run to the cap
+    (1.0, 1.0, 40, 7),      # no warper at all; several batches per call (the random stream carries over)
+    (1.3, 0.5, 3, 4),       # a tight nucleus; every row cut at the cap
+])
+def test_compact_decoding_gives_the_tokens_of_generate(tiny, temperature, top_p, max_new_tokens, batch_size):
+    """transformers_generate with decode="compact" (rows leave the batch once they stop) returns the
+    very completions of decode="generate" (model.generate on every row to the end)."""
+    _, problems, path = tiny
+    backend = B.TransformersBackend(str(path))
+    prompts = dict(zip(problems["problem"], problems["prompt"]))
+    params = sp(n=9, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=3)
+    ours = B.transformers_generate(backend.model, backend.tokenizer, prompts, params, batch_size=batch_size)
+    ref = B.transformers_generate(backend.model, backend.tokenizer, prompts, params, batch_size=batch_size,
+                                  decode="generate")
+    assert ours == ref
+    finished = {c.finish_reason for cs in ours.values() for c in cs}
+    if max_new_tokens >= 12:
+        assert finished == {"stop", "length"}  # both ways a row can end were exercised
+
+
+def test_compact_decoding_stops_at_every_stop_token_and_falls_back_where_it_does_not_apply(tiny, monkeypatch):
+    _, problems, path = tiny
+    backend = B.TransformersBackend(str(path))
+    tok, model = backend.tokenizer, backend.model
+    prompts = dict(zip(problems["problem"], problems["prompt"]))
+    stop_id = tok.convert_tokens_to_ids("▁to")
+    params = sp(n=6, max_new_tokens=30, seed=1, stop_token_ids=(stop_id,))
+    ours = B.transformers_generate(model, tok, prompts, params)
+    assert ours == B.transformers_generate(model, tok, prompts, params, decode="generate")
+    assert any(c.finish_reason == "stop" and not c.text.endswith("to") for cs in ours.values() for c in cs)
+    # a generation config with another logits processor, or stop strings: model.generate itself
+    calls = []
+    monkeypatch.setattr(B, "compact_sample", lambda *a, **k: calls.append(1))
+    model.generation_config.repetition_penalty = 1.2
+    assert not B.plain_sampling(model)
+    B.transformers_generate(model, tok, prompts, sp(n=2))
+    model.generation_config.repetition_penalty = None
+    assert B.plain_sampling(model)
+    B.transformers_generate(model, tok, prompts, sp(n=2, stop=("birch",)))
+    assert calls == []
+    with pytest.raises(ValueError, match="unknown decode"):
+        B.TransformersBackend(str(path), decode="fast")
+
+
+def test_compact_generate_replaces_generate_as_trl_calls_it(tiny):
+    """GRPO samples its groups through model.generate(input_ids, attention_mask, generation_config):
+    compact_generate returns the same ids for plain sampling and hands anything else to generate."""
+    import torch
+    from transformers import GenerationConfig
+
+    _, problems, path = tiny
+    model, tok = O.load_model(path)
+    enc = tok([p for p in problems["prompt"] for _ in range(4)], return_tensors="pt", padding=True,
+              add_special_tokens=False)
+    cfg = GenerationConfig(max_new_tokens=20, do_sample=True, pad_token_id=tok.pad_token_id,
+                           eos_token_id=[tok.eos_token_id], temperature=1.0, top_p=1.0, top_k=0, min_p=None,
+                           repetition_penalty=1.0, disable_compile=True)
+    torch.manual_seed(5)
+    ref = model.generate(**enc, generation_config=cfg)
+    fast = B.compact_generate(model)
+    torch.manual_seed(5)
+    assert torch.equal(fast(**enc, generation_config=cfg), ref)
+    torch.manual_seed(5)
+    model.generate(**enc, generation_config=cfg)
+    want_next = torch.rand(3)
+    torch.manual_seed(5)
+    fast(**enc, generation_config=cfg)
+    assert torch.equal(torch.rand(3), want_next)  # so GRPO's next group draws the same numbers
+    greedy = GenerationConfig(max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id)
+    assert torch.equal(fast(**enc, generation_config=greedy), model.generate(**enc, generation_config=greedy))
+    assert not B._plain_config(greedy) and B._plain_config(cfg)
+    assert not B._plain_config(GenerationConfig(**{**cfg.to_dict(), "top_k": 50}))

@@ -142,7 +142,142 @@ def _stop_strings_criteria(tokenizer, stop, prompt_len: int):
     return StoppingCriteriaList([StopStrings()])
 
 
-def transformers_generate(model, tokenizer, prompts: dict, params: SamplingParams, batch_size: int = 512) -> dict:
+DECODERS = ("compact", "generate")
+"""How the transformers backend decodes: :func:`compact_sample` or ``model.generate`` (the reference)."""
+
+_PROCESSOR_FIELDS = ("repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
+                     "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
+                     "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id",
+                     "forced_decoder_ids", "sequence_bias", "exponential_decay_length_penalty", "renormalize_logits",
+                     "remove_invalid_values", "guidance_scale", "watermarking_config", "typical_p",
+                     "epsilon_cutoff", "eta_cutoff", "min_p", "top_h", "low_memory", "assistant_model",
+                     "prompt_lookup_num_tokens", "compile_config", "cache_implementation")
+
+
+def plain_sampling(model) -> bool:
+    """Whether ``model.generate(do_sample=True, temperature, top_p, top_k=0, ...)`` would apply only the
+    temperature and top-p warpers: its generation config leaves every other logits processor and
+    decoding option at the default (a hub model's ``generation_config.json`` may set e.g. a
+    repetition penalty). Only then does :func:`compact_sample` give ``generate``'s tokens.
+    """
+    from transformers import GenerationConfig
+
+    cfg = getattr(model, "generation_config", None)
+    return cfg is None or _default_processors(cfg, GenerationConfig())
+
+
+def _default_processors(cfg, ref) -> bool:
+    """Every field of :data:`_PROCESSOR_FIELDS` of ``cfg`` as in ``ref`` (a penalty of 1.0, which
+    ``generate`` skips, counts as unset)."""
+    def value(c, f):
+        v = getattr(c, f, None)
+        return None if f.endswith("repetition_penalty") and v == 1.0 else v
+
+    return all(value(cfg, f) == value(ref, f) for f in _PROCESSOR_FIELDS)
+
+
+def compact_sample(model, input_ids, attention_mask, *, temperature: float, top_p: float, max_new_tokens: int,
+                   stop_ids, pad_id: int):
+    """Sample like ``model.generate(do_sample=True, temperature=..., top_p=..., top_k=0)`` (left-padded
+    ``input_ids`` with their ``attention_mask``), but drop each row from the forward pass once it has
+    sampled one of ``stop_ids``: the same tokens, computed only for the rows still running.
+
+    The token ids of ``generate``: ``(rows, prompt + steps)``, pad after a row's stop token. The
+    random stream is ``generate``'s: each step samples one ``torch.multinomial`` over all rows
+    (finished rows get a uniform distribution whose draw is dropped), which consumes the same
+    random numbers whatever the probabilities, so every row gets the token ``generate`` gives it
+    when, as on CPU, a row's logits do not depend on which other rows share its batch (checked
+    against ``generate`` in tests/test_backends.py and by ``benchmarks/bench_sampling.py``).
+
+    >>> import torch
+    >>> from rlsft import organism as O
+    >>> tok = O.build_tokenizer(["Find a route from amber to birch."])
+    >>> model = O.new_model(tok, n_layer=1, n_embd=32, n_head=2)
+    >>> enc = tok.pad({"input_ids": [[1, 5, 6], [1, 7]]}, padding=True, return_tensors="pt")
+    >>> kw = dict(temperature=0.6, top_p=0.95, max_new_tokens=5)
+    >>> _ = torch.manual_seed(0); ref = model.generate(**enc, do_sample=True, top_k=0, pad_token_id=0, **kw)
+    >>> _ = torch.manual_seed(0); ours = compact_sample(model, enc["input_ids"], enc["attention_mask"],
+    ...                                                 stop_ids=[2], pad_id=0, **kw)
+    >>> bool((ours == ref).all())
+    True
+    """
+    import torch
+    from transformers import DynamicCache
+    from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                        TopPLogitsWarper)
+
+    warpers = LogitsProcessorList([*([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []),
+                                   *([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])])
+    rows = input_ids.shape[0]
+    device = input_ids.device
+    out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    stop = torch.tensor(list(stop_ids), device=device)
+    live = torch.arange(rows, device=device)
+    cache = DynamicCache(config=model.config)
+    ids, mask, full, steps = input_ids, attention_mask, None, 0
+    with torch.no_grad():
+        while steps < max_new_tokens:
+            logits = model(input_ids=ids, past_key_values=cache, attention_mask=mask, use_cache=True,
+                           return_dict=True).logits
+            probs = torch.softmax(warpers(None, logits[:, -1].to(copy=True, dtype=torch.float32)), dim=-1)
+            if len(live) == rows:
+                nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
+            else:
+                if full is None:
+                    full = torch.full((rows, probs.shape[1]), 1.0 / probs.shape[1], device=device)
+                full[live] = probs
+                nxt = torch.multinomial(full, num_samples=1).squeeze(1)[live]
+            out[live, steps] = nxt
+            steps += 1
+            done = torch.isin(nxt, stop)
+            if bool(done.all()):
+                break
+            if bool(done.any()):
+                keep = (~done).nonzero().squeeze(1)
+                live, mask, nxt = live[keep], mask[keep], nxt[keep]
+                cache.batch_select_indices(keep)
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+            ids = nxt[:, None]
+    return torch.cat([input_ids, out[:, :steps]], dim=1)
+
+
+def _plain_config(cfg) -> bool:
+    """Whether a ``GenerationConfig`` asks for plain sampling: temperature and top-p only (no top-k,
+    min-p or any other logits processor), a ``max_new_tokens`` cap and nothing else."""
+    from transformers import GenerationConfig
+
+    ref = GenerationConfig()
+    return (bool(cfg.do_sample) and cfg.max_new_tokens is not None and cfg.top_k in (None, 0)
+            and cfg.num_return_sequences in (None, 1) and cfg.num_beams in (None, 1)
+            and _default_processors(cfg, ref))
+
+
+def compact_generate(model):
+    """A drop-in for ``model.generate`` as TRL's ``GRPOTrainer`` calls it (``input_ids``,
+    ``attention_mask``, ``generation_config``): plain sampling (:func:`_plain_config`,
+    :func:`plain_sampling`) goes through :func:`compact_sample`, the same tokens without the finished
+    rows; any other call goes to the original ``generate``. Install it with
+    ``model.generate = compact_generate(model)``.
+    """
+    original = model.generate
+
+    def generate(input_ids=None, attention_mask=None, generation_config=None, **kwargs):
+        cfg = generation_config
+        if kwargs or input_ids is None or attention_mask is None or cfg is None or not _plain_config(cfg) \
+                or not plain_sampling(model):
+            return original(input_ids=input_ids, attention_mask=attention_mask, generation_config=cfg, **kwargs)
+        stops = cfg.eos_token_id if isinstance(cfg.eos_token_id, (list, tuple)) else [cfg.eos_token_id]
+        return compact_sample(model, input_ids, attention_mask, temperature=float(cfg.temperature or 1.0),
+                              top_p=float(1.0 if cfg.top_p is None else cfg.top_p),
+                              max_new_tokens=int(cfg.max_new_tokens), stop_ids=[t for t in stops if t is not None],
+                              pad_id=cfg.pad_token_id)
+
+    generate.original = original
+    return generate
+
+
+def transformers_generate(model, tokenizer, prompts: dict, params: SamplingParams, batch_size: int = 512,
+                          decode: str = "compact") -> dict:
     """``params.n`` sampled completions for each prompt of ``{key: prompt}``, with ``model.generate``.
 
     All prompts of one call are sampled together (left-padded batches of ``batch_size`` sequences),
@@ -151,9 +286,16 @@ def transformers_generate(model, tokenizer, prompts: dict, params: SamplingParam
     tokenizer's EOS, at any of ``params.stop_token_ids`` (``finish_reason`` "stop"; the stop token
     is counted in ``n_tokens``, not kept in the text) or at the first of ``params.stop`` (the text is
     cut before it), else at ``max_new_tokens`` ("length").
+
+    ``decode``: ``"compact"`` (default) samples with :func:`compact_sample`, which gives the same
+    tokens as ``model.generate`` without computing the rows that have finished; it falls back to
+    ``generate`` where it does not apply (stop strings, a generation config with other logits
+    processors, :func:`plain_sampling`). ``"generate"``: always ``model.generate`` (the reference).
     """
     import torch
 
+    if decode not in DECODERS:
+        raise ValueError(f"unknown decode {decode!r}: use one of {list(DECODERS)}")
     keys = list(prompts)
     torch.manual_seed(_problem_seed(params.seed, "|".join(keys)))
     flat = [k for k in keys for _ in range(params.n)]
@@ -167,12 +309,17 @@ def transformers_generate(model, tokenizer, prompts: dict, params: SamplingParam
         part = flat[start:start + batch_size]
         enc = tokenizer.pad({"input_ids": [ids[k] for k in part]}, padding=True, return_tensors="pt")
         enc = {k: v.to(device) for k, v in enc.items()}
-        extra = ({"stopping_criteria": _stop_strings_criteria(tokenizer, params.stop, enc["input_ids"].shape[1])}
-                 if params.stop else {})
-        with torch.no_grad():
-            gen = model.generate(**enc, do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                                 top_k=0, max_new_tokens=params.max_new_tokens, pad_token_id=pad,
-                                 eos_token_id=stops if len(stops) > 1 else eos, **extra)
+        if decode == "compact" and not params.stop and plain_sampling(model):
+            gen = compact_sample(model, enc["input_ids"], enc["attention_mask"], temperature=params.temperature,
+                                 top_p=params.top_p, max_new_tokens=params.max_new_tokens, stop_ids=stops,
+                                 pad_id=pad)
+        else:
+            extra = ({"stopping_criteria": _stop_strings_criteria(tokenizer, params.stop, enc["input_ids"].shape[1])}
+                     if params.stop else {})
+            with torch.no_grad():
+                gen = model.generate(**enc, do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                                     top_k=0, max_new_tokens=params.max_new_tokens, pad_token_id=pad,
+                                     eos_token_id=stops if len(stops) > 1 else eos, **extra)
         for k, row in zip(part, gen[:, enc["input_ids"].shape[1]:].tolist()):
             end = next((i for i, t in enumerate(row) if t in stops), None)
             toks = row[:end] if end is not None else [t for t in row if t != pad]
@@ -210,7 +357,8 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, path: str, revision: str | None = None, device: str = "cpu", batch_size: int = 512):
+    def __init__(self, path: str, revision: str | None = None, device: str = "cpu", batch_size: int = 512,
+                 decode: str = "compact"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -222,10 +370,14 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         self.model.to(resolve_device(device)).eval()
         self.batch_size = batch_size
+        if decode not in DECODERS:
+            raise ValueError(f"unknown decode {decode!r}: use one of {list(DECODERS)}")
+        self.decode = decode
 
     def generate(self, prompts: dict, params: SamplingParams) -> dict:
         """``{key: prompt}`` -> ``{key: [Completion] * n}``."""
-        return transformers_generate(self.model, self.tokenizer, prompts, params, batch_size=self.batch_size)
+        return transformers_generate(self.model, self.tokenizer, prompts, params, batch_size=self.batch_size,
+                                     decode=self.decode)
 
 
 # ------------------------------------------------------------------------------------------ vLLM

@@ -10,6 +10,7 @@ restart / ``MiniBatchKMeans`` for large ones; K capped at the number of distinct
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -183,10 +184,18 @@ def _thread_limit(n: int | None):
         return
     if int(n) != n or n < 1:
         raise ValueError(f"threads must be a positive integer or None, got {n!r}")
-    from threadpoolctl import threadpool_limits  # ships with scikit-learn
-
-    with threadpool_limits(limits=int(n)):
+    with _threadpools().limit(limits=int(n)):
         yield
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpools():
+    """The process's OpenMP/BLAS thread pools, found once (``threadpoolctl.ThreadpoolController``;
+    finding them scans the loaded libraries, 4 ms per K-means otherwise)."""
+    import sklearn.cluster  # noqa: F401  (loads scikit-learn's OpenMP runtime before the scan)
+    from threadpoolctl import ThreadpoolController  # ships with scikit-learn
+
+    return ThreadpoolController()
 
 
 def cluster_steps(embeddings: np.ndarray, k: int, seed: int = 0, metric: str = "euclidean",

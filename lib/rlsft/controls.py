@@ -255,6 +255,20 @@ def saturation_warnings(summary, threshold: float = SATURATION) -> list[str]:
     return out
 
 
+K_GRID = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+"""The fixed grid of K values (powers of two and their 1.5 multiples): the saturation rule's candidates
+(the K axis of stage ``sweep``, the guard of stage ``graphs``)."""
+
+
+def next_grid_k(k: int, grid=K_GRID) -> int | None:
+    """The smallest value of ``grid`` above ``k`` (None past its end).
+
+    >>> next_grid_k(96), next_grid_k(100), next_grid_k(8192)
+    (128, 128, None)
+    """
+    return next((int(g) for g in sorted(grid) if g > k), None)
+
+
 def rule_k(by_k, threshold: float = SATURATION):
     """The smallest K of ``by_k`` at which every variant's median visited fraction is at most
     ``threshold`` (``None`` when no K qualifies): the rule that sets each profile's K.
@@ -276,5 +290,6 @@ def rule_k(by_k, threshold: float = SATURATION):
 
 __all__ = [
     "MATCHED_COLUMNS", "matched_prefix", "matched_decay", "subsample_paths", "SATURATION", "VISITED_COLUMNS",
-    "VISITED_SUMMARY_COLUMNS", "visited_table", "visited_summary", "saturation_warnings", "rule_k",
+    "VISITED_SUMMARY_COLUMNS", "visited_table", "visited_summary", "saturation_warnings", "rule_k", "K_GRID",
+    "next_grid_k",
 ]

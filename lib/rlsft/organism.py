@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from rlsft import task as T
+from rlsft.backends import compact_generate
 from rlsft.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,13 @@ def grpo(model, tokenizer, prompts: list[dict], reward: Callable[[str, dict], fl
         loss_type="dr_grpo", scale_rewards="none", disable_tqdm=False)
     trainer = GRPOTrainer(model=model, args=cfg, reward_funcs=reward_fn, train_dataset=ds,
                           processing_class=tokenizer)
-    trainer.train()
+    # TRL samples each group with model.generate; compact_generate gives the same tokens without
+    # computing the completions that have ended (rlsft.backends.compact_sample)
+    model.generate = compact_generate(model)
+    try:
+        trainer.train()
+    finally:
+        del model.generate
     model.eval()
     return [dict(h) for h in trainer.state.log_history]
 

@@ -899,8 +899,8 @@ _MD_INTROS = {
                 "unique-trajectory ratios of both runs:",
     "sweep": "**How the ratio moves with K and M** (stage sweep: the geometric mean over metrics of the β ratio "
              "and, in parentheses, of its shape part, at each number of clusters K with the same samples, and at "
-             "each number of responses per variant M subsampled with the same clusters; * marks the profile's "
-             "own K and M; the saturation rule picks K = {k_rule}, the smallest grid K at which no variant's "
+             "each number of responses per variant M subsampled with the same clusters; * marks the K of "
+             "stage graphs and the profile's M; the saturation rule picks K = {k_rule}, the smallest grid K at which no variant's "
              "median visited fraction exceeds 0.8), from `{src}` (figure: `results/{name}/figures/"
              "fig_sweep_geomean.png`):",
     "imported": "**Imported completions** (the variants of a family on the problems they share, with the same "
@@ -986,6 +986,25 @@ def _md_backends(root: Path, partner: Path) -> str:
     return "\n\n".join(out)
 
 
+def _md_k_choice(root: Path) -> str | None:
+    """The K stage graphs clustered at and why (``graphs/k_choice.json``), or None before the guard.
+
+    >>> import tempfile, json
+    >>> r = Path(tempfile.mkdtemp()); (r / "graphs").mkdir()
+    >>> _ = (r / "graphs" / "k_choice.json").write_text(json.dumps({"k_profile": 96, "k": 128,
+    ...     "reason": "raised by the guard: f/SFT saturated at K = 96; none at K = 128"}))
+    >>> _md_k_choice(r)[:60]
+    '**K = 128** (profile: 96): raised by the guard: f/SFT satura'
+    """
+    path = Path(root) / "graphs" / "k_choice.json"
+    if not path.exists():
+        return None
+    c = read_json(path)
+    return (f"**K = {c['k']}** (profile: {c['k_profile']}): {c['reason']} (`results/{Path(root).name}/graphs/"
+            f"k_choice.json`; the guard raises K along the saturation rule's grid while a variant's median "
+            f"visited fraction is above 0.8).")
+
+
 def _md_sweep(root: Path) -> str | None:
     """The K and M axes of stage ``sweep`` (``sweep/geomeans.csv``, ``sweep/k_rule.json``): one row per
     point, one column per comparison, ``β ratio (shape part)``; ``None`` when the stage has not run."""
@@ -997,7 +1016,7 @@ def _md_sweep(root: Path) -> str | None:
         return f"(`results/{root.name}/sweep/geomeans.csv` has no rows)"
     rule_path = root / "sweep" / "k_rule.json"
     rule = read_json(rule_path) if rule_path.exists() else {}
-    main_k = rule.get("profile_k")
+    main_k = rule.get("graphs_k", rule.get("profile_k"))
     main_m = int(geo.loc[geo["axis"] == "M", "value"].max()) if (geo["axis"] == "M").any() else None
     comps = [c for c in dict.fromkeys(geo["comparison"]) if geo.loc[geo["comparison"] == c, "ratio"].notna().any()]
     rows = []
@@ -1025,6 +1044,8 @@ def readme_block(root: Path, partner: Path | None = None) -> str:
         out.append(_MD_INTROS[key].format(src=src))
         df, err = _md_read(root, key)
         out.append(err if err else render(df, src))
+        if key == "visited" and _md_k_choice(root):
+            out.append(_md_k_choice(root))
     sweep = _md_sweep(root)
     if sweep is not None:
         out.append(sweep)

@@ -236,11 +236,16 @@ def ablation_ratios(cfg: Mapping, base: Mapping, samples, segment_kwargs: dict |
 # --------------------------------------------------------------------------------------------------
 
 
-def graphs_params(profile: dict) -> graphs_stage.Params:
+def graphs_params(profile: dict, graph_dir=None) -> graphs_stage.Params:
     """Stage ``graphs``' parameters for ``profile`` (its defaults overridden by the profile): the
-    settings every ablation starts from."""
-    return build(graphs_stage.Params, config.stage_params(profile, "graphs"),
-                 f"profile {profile.get('name', '?')!r}, stages.graphs")
+    settings every ablation starts from. With ``graph_dir`` (stage graphs' output folder), ``k`` is
+    the K that stage clustered at (:func:`rlsft.stages.graphs.used_k`: the profile's, or the
+    saturation guard's)."""
+    params = build(graphs_stage.Params, config.stage_params(profile, "graphs"),
+                   f"profile {profile.get('name', '?')!r}, stages.graphs")
+    if graph_dir is None:
+        return params
+    return dataclasses.replace(params, k=graphs_stage.used_k(graph_dir, params.k))
 
 
 def slug(name: str) -> str:
@@ -313,9 +318,9 @@ def run(ctx, params: Params) -> dict:
     (the cosine ablation's n/a check), the statuses per ablation and the ratios as a table (with
     their shape and node-count parts: ``shape_table``, ``node_table``); ``note`` says when stage
     graphs had no ratio at all ("" otherwise)."""
-    gparams = graphs_params(ctx.profile)
-    base = dataclasses.asdict(gparams)
     graphs_dir = ctx.input("graphs")
+    gparams = graphs_params(ctx.profile, graphs_dir)
+    base = dataclasses.asdict(gparams)
     default = pd.read_csv(graphs_dir / "decay_ratios.csv")
     inputs = {"samples": pd.read_parquet(ctx.input("samples") / "all_samples.parquet"),
               "seg": graphs_stage.segment_settings(gparams), "cache": graphs_stage.embedding_cache(ctx),

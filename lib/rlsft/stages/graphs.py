@@ -34,8 +34,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from rlsft import io
-from rlsft.controls import (MATCHED_COLUMNS, SATURATION, matched_decay, saturation_warnings, visited_summary,
-                            visited_table)
+from rlsft.controls import (MATCHED_COLUMNS, SATURATION, matched_decay, next_grid_k, saturation_warnings,
+                            visited_summary, visited_table)
 from rlsft.embedders import get_embedder
 from rlsft.graphs import (DECAY_COLUMNS, GRAPH_KEY, GRAPH_KEYS, decay_table_from_graphs, graph_metrics, graph_tables,
                           graphs_from_steps, node_metric_table, paths_from_steps, sorted_decay)
@@ -75,6 +75,9 @@ class Params:
     n_boot: int = param(1000, "bootstrap resamples of problems for the ratios' intervals", ge=0)
     matched_draws: int = param(5, "draws of the node-count-matched control (random response orders per problem; "
                                   "the median beta over them); 0: off", ge=0)
+    k_guard: bool = param(True, "if a variant is saturated at k (median visited fraction above 0.8), raise K "
+                                "along the saturation rule's grid (rlsft.controls.K_GRID) until none is; the K "
+                                "used and why: graphs/k_choice.json")
     kmeans_threads: int | None = param(1, "threads of each group's K-means (1: fastest for per-problem groups "
                                           "on a shared 2-core machine, and robust beside another job; None: "
                                           "the library's default, every core)", ge=1)
@@ -303,10 +306,16 @@ def seed_spread(samples, segment_kwargs: dict | None, embedder, cache_dir, k: in
         if isinstance(embedder, str):
             embedder = get_embedder(embedder)
         for group in embedded_groups(samples, segment_kwargs, embedder, cache_dir, scope=scope, progress=progress):
+            identity = None  # a group K reaches is clustered by identity, the same for every seed
             for s in todo:
-                steps_df, C, _ = cluster_group(group, k=k, seed=s, metric=metric, n_init=n_init, **cluster_kwargs)
+                if identity is not None:
+                    parts[s].append(identity)
+                    continue
+                steps_df, C, info = cluster_group(group, k=k, seed=s, metric=metric, n_init=n_init, **cluster_kwargs)
                 graphs = graphs_from_steps(steps_df, {group.key: C}, sparsify_k)
                 parts[s].append(decay_table_from_graphs(graphs, weight=weight))
+                if info["method"] == "identity":
+                    identity = parts[s][-1]
                 del steps_df, C, graphs
             del group
     log.info("seed_spread: seeds %s reused, %s clustered", sorted(set(reuse) & {int(s) for s in seeds}), todo)
@@ -346,6 +355,43 @@ def saturation(decay, clustering, threshold: float = SATURATION):
     return visited, summary, lines
 
 
+def _k_trial(k: int, summary) -> dict:
+    """One K the stage clustered at: the widest variant's median visited fraction and the saturated ones."""
+    worst = summary.sort_values("median_visited_fraction", ascending=False).head(1)
+    return {"k": int(k), "widest": (f"{worst['family'].iat[0]}/{worst['variant'].iat[0]}" if len(worst) else None),
+            "median_visited_fraction": (round(float(worst["median_visited_fraction"].iat[0]), 4) if len(worst)
+                                        else None),
+            "saturated": [f"{r.family}/{r.variant}" for r in summary.itertuples() if bool(r.saturated)]}
+
+
+def k_choice(params: Params, k: int, tried: list[dict]) -> dict:
+    """What ``graphs/k_choice.json`` records: the profile's K, the K used, each K clustered at (its widest
+    variant's median visited fraction, the saturated variants) and why the last one was kept.
+
+    >>> k_choice(Params(k=96), 128, [{"k": 96, "saturated": ["f/SFT"]}, {"k": 128, "saturated": []}])["reason"]
+    'raised by the guard: f/SFT saturated at K = 96; none at K = 128'
+    """
+    last = tried[-1] if tried else {"k": k, "saturated": []}
+    if k == params.k:
+        reason = ("the profile's K: no variant saturated" if not last["saturated"] else
+                  "the profile's K, saturated: " + ", ".join(last["saturated"])
+                  + ("" if params.k_guard else " (k_guard off)"))
+    else:
+        first = tried[0]
+        reason = (f"raised by the guard: {', '.join(first['saturated'])} saturated at K = {first['k']}; "
+                  + (f"none at K = {k}" if not last["saturated"] else
+                     f"still saturated at K = {k}, the grid's last value: " + ", ".join(last["saturated"])))
+    return {"k_profile": int(params.k), "k": int(k), "k_guard": bool(params.k_guard), "threshold": SATURATION,
+            "tried": tried, "reason": reason}
+
+
+def used_k(graph_dir, default: int) -> int:
+    """The K stage ``graphs`` clustered at (``k_choice.json``; ``default`` when it is absent, as in
+    results from before the guard): the K the stages after it start from."""
+    path = Path(graph_dir) / "k_choice.json"
+    return int(io.read_json(path)["k"]) if path.exists() else int(default)
+
+
 def run(ctx, params: Params) -> dict:
     """``{"decay", "clustering", "timings", "ratios", "geomeans", "matched", "visited", "visited_summary",
     "saturation_warnings", "spread", "spread_summary", "note"}``: the decay rates and the clustering
@@ -355,14 +401,27 @@ def run(ctx, params: Params) -> dict:
     ``matched_decay.csv``), the geometric means over metrics (``decay_geomeans.csv``), the visited
     fraction per graph and per variant (``visited.csv``, ``visited_summary.csv``) with a warning per
     saturated variant, the ratios per clustering seed (``seed_spread.csv``) and that spread
-    summarised; ``note`` is empty unless there was nothing to measure (then every table is empty
-    and the note says why)."""
+    summarised, the K used (``k_choice``, ``k_choice.json``: the profile's K, raised along the
+    saturation rule's grid while a variant is saturated, when ``k_guard``); ``note`` is empty
+    unless there was nothing to measure (then every table is empty and the note says why)."""
     samples = pd.read_parquet(ctx.input("samples") / "all_samples.parquet")
     emb = get_embedder(params.embedder, device=ctx.device, normalize=params.normalize)
     seg, cache = segment_settings(params), embedding_cache(ctx)
-    res = step_analysis(samples, seg, emb, cache, k=params.k, seed=ctx.seed, scope=params.scope,
-                        metric=params.metric, sparsify_k=params.sparsify_k, out_dir=ctx.dir,
-                        matched_draws=params.matched_draws, threads=params.kmeans_threads)
+    k, tried = params.k, []
+    while True:
+        res = step_analysis(samples, seg, emb, cache, k=k, seed=ctx.seed, scope=params.scope,
+                            metric=params.metric, sparsify_k=params.sparsify_k, out_dir=ctx.dir,
+                            matched_draws=params.matched_draws, threads=params.kmeans_threads)
+        visited, vsum, warn = saturation(res.decay, res.clustering)
+        tried.append(_k_trial(k, vsum))
+        raised = next_grid_k(k) if params.k_guard and warn else None
+        if raised is None:
+            break
+        log.warning("K = %d saturates %s: the guard raises K to %d (the next K of the saturation rule's grid) "
+                    "and clusters again", k, ", ".join(tried[-1]["saturated"]), raised)
+        k = raised
+    choice = k_choice(params, k, tried)
+    io.write_json(ctx.dir / "k_choice.json", choice)
     ratios = decay_ratios(res.decay, n_boot=params.n_boot, seed=ctx.seed,
                           matched=res.matched if params.matched_draws else None)
     io.write_csv(ctx.dir / "decay_ratios.csv", ratios)
@@ -370,7 +429,6 @@ def run(ctx, params: Params) -> dict:
     io.write_csv(ctx.dir / "decay_geomeans.csv", geomeans)
     if not params.matched_draws:
         (ctx.dir / "matched_decay.csv").unlink(missing_ok=True)  # no stale control from an earlier run
-    visited, vsum, warn = saturation(res.decay, res.clustering)
     io.write_csv(ctx.dir / "visited.csv", visited)
     io.write_csv(ctx.dir / "visited_summary.csv", vsum)
     note = NO_STEPS_NOTE if res.clustering.empty else (
@@ -381,11 +439,11 @@ def run(ctx, params: Params) -> dict:
         spread = decay_ratios(res.decay, n_boot=0)
         spread.insert(0, "clustering_seed", pd.Series(dtype="int64"))
     else:
-        spread = seed_spread(samples, seg, emb, cache, k=params.k, seeds=params.spread_seeds, scope=params.scope,
+        spread = seed_spread(samples, seg, emb, cache, k=k, seeds=params.spread_seeds, scope=params.scope,
                              metric=params.metric, sparsify_k=params.sparsify_k, n_boot=0,
                              reuse={ctx.seed: res.decay}, threads=params.kmeans_threads)
     io.write_csv(ctx.dir / "seed_spread.csv", spread)
     return {"decay": res.decay, "clustering": res.clustering, "timings": res.timings, "ratios": ratios,
             "geomeans": geomeans, "matched": res.matched, "visited": visited, "visited_summary": vsum,
             "saturation_warnings": warn, "spread": spread, "spread_summary": summarize_seed_spread(spread),
-            "note": note}
+            "k_choice": choice, "note": note}

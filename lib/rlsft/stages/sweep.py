@@ -13,7 +13,7 @@ stage measures both, from one run that reuses what stage ``graphs`` computed:
 - **K axis** (:func:`k_axis`): every clustering group K-means'd again for each K of a fixed grid
   (:data:`K_GRID`, about two values per doubling) from 0.25 to 10 times the profile's K
   (``k_range``; each capped at the group's distinct steps), from the embedding cache stage
-  ``graphs`` filled (no step is encoded again); the profile's own K is the main run, not recomputed.
+  ``graphs`` filled (no step is encoded again); stage graphs' K (the profile's, or the one its saturation guard chose) is the main run, not recomputed.
 
 Each point gets the ratios of median beta with their node-count and shape parts and bootstrap
 intervals (:func:`rlsft.ratios.decay_ratios`), their geometric means over metrics
@@ -35,7 +35,7 @@ import time
 import pandas as pd
 
 from rlsft import io
-from rlsft.controls import SATURATION, rule_k, subsample_paths, visited_summary, visited_table
+from rlsft.controls import K_GRID, SATURATION, rule_k, subsample_paths, visited_summary, visited_table
 from rlsft.embedders import get_embedder
 from rlsft.graphs import (PATH_KEYS, decay_table_from_graphs, graphs_from_paths, graphs_from_steps, paths_from_steps,
                           sorted_decay)
@@ -57,9 +57,6 @@ RATIO_KEEP = ["family", "metric", "comparison", "n_problems", "ratio", "ci_low",
               "expected_direction", "agrees"]
 """The columns of :func:`rlsft.ratios.decay_ratios` kept per sweep point (rows over all benchmarks)."""
 
-
-K_GRID = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
-"""The fixed grid of K values (powers of two and their 1.5 multiples): the saturation rule's candidates."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +97,17 @@ def k_values(k: int, grid, k_range) -> list[int]:
     return sorted({int(g) for g in grid if lo <= g <= hi} | {int(k)})
 
 
-def _point(decay, clustering, axis: str, value: int, n_boot: int, seed: int) -> dict:
-    """One sweep point: its ratios, geometric means and visited fractions, each tagged (axis, value)."""
+def _point(decay, clustering, axis: str, value: int, n_boot: int, seed: int, same_as: dict | None = None) -> dict:
+    """One sweep point: its ratios, geometric means and visited fractions, each tagged (axis, value).
+    ``same_as``: a point whose decay table equals ``decay`` (its ratios and means are taken, not
+    bootstrapped again)."""
     tag = {"axis": axis, "value": int(value)}
-    rat = decay_ratios(decay, n_boot=n_boot, seed=seed)
-    rat = rat[rat["benchmark"] == "all"][RATIO_KEEP]
-    geo = decay_geomeans(decay, n_boot=n_boot, seed=seed)
+    if same_as is None:
+        rat = decay_ratios(decay, n_boot=n_boot, seed=seed)
+        rat = rat[rat["benchmark"] == "all"][RATIO_KEEP]
+        geo = decay_geomeans(decay, n_boot=n_boot, seed=seed)
+    else:
+        rat, geo = (same_as[name].drop(columns=["axis", "value"]) for name in ("ratios", "geomeans"))
     vis = visited_summary(visited_table(decay, clustering))
     return {name: df.assign(**tag)[["axis", "value", *df.columns]]
             for name, df in (("ratios", rat), ("geomeans", geo), ("visited", vis))}
@@ -140,8 +142,12 @@ def k_axis(samples, gparams, cache_dir, ks, seed: int, n_boot: int, main=None, d
     """The points of the K axis: each clustering group K-means'd again for each K of ``ks`` (other
     than the main run's K, when ``main = (K, decay, clustering)`` is given), from the embedding cache
     ``cache_dir``, one group in memory at a time, with stage ``graphs``' K-means threads. Returns
-    ``(points, steps encoded)``; the second is 0 when the cache held every step."""
-    todo = [k for k in ks if main is None or k != main[0]]
+    ``(points, steps encoded)``; the second is 0 when the cache held every step.
+
+    A group whose K reaches its distinct steps is clustered by identity (every step its own node,
+    whatever the seed), so every larger K gives the same graphs: they are computed once per group,
+    at the first such K, and reused for the larger ones with ``k_asked`` set to each K."""
+    todo = sorted(k for k in ks if main is None or k != main[0])
     decay_parts: dict[int, list] = {k: [] for k in todo}
     info_rows: dict[int, list] = {k: [] for k in todo}
     encoded = 0
@@ -150,22 +156,34 @@ def k_axis(samples, gparams, cache_dir, ks, seed: int, n_boot: int, main=None, d
         seg = graphs_stage.segment_settings(gparams)
         for group in embedded_groups(samples, seg, emb, cache_dir, scope=gparams.scope, progress=progress):
             encoded += int(group.info["n_encoded"])
+            identity = None  # (decay, info) at the first K that reached the group's distinct steps
             for k in todo:
+                if identity is not None:
+                    decay_parts[k].append(identity[0])
+                    info_rows[k].append({**identity[1], "k_asked": int(k)})
+                    continue
                 steps_df, C, info = cluster_group(group, k=k, seed=seed, metric=gparams.metric,
                                                   threads=gparams.kmeans_threads)
                 graphs = graphs_from_steps(steps_df, {group.key: C}, gparams.sparsify_k)
                 decay_parts[k].append(decay_table_from_graphs(graphs))
                 info_rows[k].append(info)
+                if info["method"] == "identity":
+                    identity = (decay_parts[k][-1], info)
                 del steps_df, C, graphs
             del group
-    points = []
+    points, previous = [], None  # previous: (the parts of the last computed K, its point)
     for k in ks:
+        same = None
         if main is not None and k == main[0]:
             decay, clustering = main[1], main[2]
         else:
             decay = sorted_decay(decay_parts[k])
             clustering = pd.DataFrame(info_rows[k]).reindex(columns=graphs_stage.CLUSTERING_COLUMNS)
-        points.append(_point(decay, clustering, "K", k, n_boot, seed))
+            ids = [id(d) for d in decay_parts[k]]
+            same = previous[1] if previous is not None and previous[0] == ids else None
+        points.append(_point(decay, clustering, "K", k, n_boot, seed, same_as=same))
+        if main is None or k != main[0]:
+            previous = ([id(d) for d in decay_parts[k]], points[-1])
     return points, encoded
 
 
@@ -182,8 +200,8 @@ def run(ctx, params: Params) -> dict:
     axis (``sweep/k_rule.json``); the settings swept; the stage's wall time; and a note when there
     was nothing to sweep."""
     t0 = time.perf_counter()
-    gparams = graphs_params(ctx.profile)
     gdir = ctx.input("graphs")
+    gparams = graphs_params(ctx.profile, gdir)
     main_decay = pd.read_csv(gdir / "decay_rates.csv")
     main_clustering = pd.read_csv(gdir / "clustering.csv")
     note = ""
@@ -209,7 +227,7 @@ def run(ctx, params: Params) -> dict:
         io.write_csv(ctx.dir / f"{name}.csv", df)
     vk = tables["visited"]
     vk = vk[(vk["axis"] == "K") & vk["value"].isin(params.k_grid)].rename(columns={"value": "k"}) if len(vk) else vk
-    k_rule = {"threshold": SATURATION, "k_axis": ks, "profile_k": gparams.k,
+    k_rule = {"threshold": SATURATION, "k_axis": ks, "profile_k": graphs_params(ctx.profile).k, "graphs_k": gparams.k,
               "k_rule": rule_k(vk) if len(vk) else None, "steps_encoded": encoded}
     io.write_json(ctx.dir / "k_rule.json", k_rule)
     seconds = time.perf_counter() - t0
