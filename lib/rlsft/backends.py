@@ -187,7 +187,7 @@ def compact_sample(model, input_ids, attention_mask, *, temperature: float, top_
     (finished rows get a uniform distribution whose draw is dropped), which consumes the same
     random numbers whatever the probabilities, so every row gets the token ``generate`` gives it
     when, as on CPU, a row's logits do not depend on which other rows share its batch (checked
-    against ``generate`` in tests/test_backends.py and by ``benchmarks/bench_sampling.py``).
+    against ``generate`` in tests/test_sampling.py and by ``benchmarks/bench_sampling.py``).
 
     >>> import torch
     >>> from rlsft import organism as O
@@ -272,7 +272,6 @@ def compact_generate(model):
                               max_new_tokens=int(cfg.max_new_tokens), stop_ids=[t for t in stops if t is not None],
                               pad_id=cfg.pad_token_id)
 
-    generate.original = original
     return generate
 
 

@@ -1044,8 +1044,9 @@ def readme_block(root: Path, partner: Path | None = None) -> str:
         out.append(_MD_INTROS[key].format(src=src))
         df, err = _md_read(root, key)
         out.append(err if err else render(df, src))
-        if key == "visited" and _md_k_choice(root):
-            out.append(_md_k_choice(root))
+        k_line = _md_k_choice(root) if key == "visited" else None
+        if k_line:
+            out.append(k_line)
     sweep = _md_sweep(root)
     if sweep is not None:
         out.append(sweep)
