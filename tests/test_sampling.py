@@ -1,6 +1,7 @@
 """Sampling: prompts, the backends, per-problem shards and resume after a kill, the task
 verifiers, and the samples stage's loop over a profile."""
 import dataclasses
+import os
 
 import pandas as pd
 import pytest
@@ -545,9 +546,13 @@ def test_shard_cli_needs_the_data_stage_first(tmp_path):
     (1.0, 1.0, 40, 7),      # no warper at all; several batches per call (the random stream carries over)
     (1.3, 0.5, 3, 4),       # a tight nucleus; every row cut at the cap
 ])
-def test_compact_decoding_gives_the_tokens_of_generate(tiny, temperature, top_p, max_new_tokens, batch_size):
+@pytest.mark.parametrize("compact_at", [0.0, B.COMPACT_AT, 1.0])  # at every stop, the default, never
+def test_compact_decoding_gives_the_tokens_of_generate(tiny, monkeypatch, temperature, top_p, max_new_tokens,
+                                                       batch_size, compact_at):
     """transformers_generate with decode="compact" (rows leave the batch once they stop) returns the
-    very completions of decode="generate" (model.generate on every row to the end)."""
+    very completions of decode="generate" (model.generate on every row to the end), whenever the
+    finished rows leave the batch."""
+    monkeypatch.setattr(B, "COMPACT_AT", compact_at)
     _, problems, path = tiny
     backend = B.TransformersBackend(str(path))
     prompts = dict(zip(problems["problem"], problems["prompt"]))
@@ -614,3 +619,24 @@ def test_compact_generate_replaces_generate_as_trl_calls_it(tiny):
     assert torch.equal(fast(**enc, generation_config=greedy), model.generate(**enc, generation_config=greedy))
     assert not B._plain_config(greedy) and B._plain_config(cfg)
     assert not B._plain_config(GenerationConfig(**{**cfg.to_dict(), "top_k": 50}))
+
+
+def test_variants_sampled_in_worker_processes_are_the_samples_of_one_process(tiny, tmp_path):
+    """workers = 2: the variants are sampled at once in two spawned processes with one torch thread
+    each; the tables equal those of workers = 1 (one process, all threads) row for row."""
+    from rlsft import io
+
+    world, problems, path = tiny
+    for run in ("one", "two"):
+        io.write_json(tmp_path / run / "data" / "world.json", T.world_to_json(world))
+    variants = {"Base": {"model": str(path)}, "RL": {"model": str(path), "prompt": {"style": "raw", "user": "Q: {question}"}}}
+    profile = {"name": "t", "seed": 0, "device": "cpu",
+               "families": {"f": {"prompt": {"style": "raw", "user": "{question}"}, "variants": variants}}}
+    params = S.Params(M=4, max_new_tokens=16, batch_size=8, chunk=2)
+    assert S.parallel_workers(params, profile, 2) == min(2, os.cpu_count())
+    one = S.sample_profile(profile, tmp_path / "one", dataclasses.replace(params, workers=1), problems)
+    two = S.sample_profile(profile, tmp_path / "two", params, problems)
+    assert list(two) == [("f", "Base"), ("f", "RL")]
+    for key in one:
+        pd.testing.assert_frame_equal(one[key], two[key])
+    assert not one[("f", "Base")]["text"].equals(one[("f", "RL")]["text"])  # the two variants differ

@@ -176,6 +176,10 @@ def _default_processors(cfg, ref) -> bool:
     return all(value(cfg, f) == value(ref, f) for f in _PROCESSOR_FIELDS)
 
 
+# compact_sample drops the finished rows from the batch once they are this share of it
+COMPACT_AT = 0.25
+
+
 def compact_sample(model, input_ids, attention_mask, *, temperature: float, top_p: float, max_new_tokens: int,
                    stop_ids, pad_id: int):
     """Sample like ``model.generate(do_sample=True, temperature=..., top_p=..., top_k=0)`` (left-padded
@@ -188,6 +192,9 @@ def compact_sample(model, input_ids, attention_mask, *, temperature: float, top_
     random numbers whatever the probabilities, so every row gets the token ``generate`` gives it
     when, as on CPU, a row's logits do not depend on which other rows share its batch (checked
     against ``generate`` in tests/test_sampling.py and by ``benchmarks/bench_sampling.py``).
+    Finished rows leave the batch (and its key/value cache) together, once they make up
+    ``COMPACT_AT`` of it: until then they are computed and their draws dropped, which costs less
+    than copying the cache at every step at which some row stops.
 
     >>> import torch
     >>> from rlsft import organism as O
@@ -212,7 +219,8 @@ def compact_sample(model, input_ids, attention_mask, *, temperature: float, top_
     device = input_ids.device
     out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     stop = torch.tensor(list(stop_ids), device=device)
-    live = torch.arange(rows, device=device)
+    live = torch.arange(rows, device=device)  # the output row of each batch row
+    running = torch.ones(rows, dtype=torch.bool, device=device)  # per batch row: not stopped yet
     cache = DynamicCache(config=model.config)
     ids, mask, full, steps = input_ids, attention_mask, None, 0
     with torch.no_grad():
@@ -220,21 +228,22 @@ def compact_sample(model, input_ids, attention_mask, *, temperature: float, top_
             logits = model(input_ids=ids, past_key_values=cache, attention_mask=mask, use_cache=True,
                            return_dict=True).logits
             probs = torch.softmax(warpers(None, logits[:, -1].to(copy=True, dtype=torch.float32)), dim=-1)
-            if len(live) == rows:
+            if full is None and len(live) == rows and bool(running.all()):
                 nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
             else:
                 if full is None:
                     full = torch.full((rows, probs.shape[1]), 1.0 / probs.shape[1], device=device)
-                full[live] = probs
+                full[live[running]] = probs[running]
                 nxt = torch.multinomial(full, num_samples=1).squeeze(1)[live]
-            out[live, steps] = nxt
+            out[live[running], steps] = nxt[running]
             steps += 1
-            done = torch.isin(nxt, stop)
-            if bool(done.all()):
+            running &= ~torch.isin(nxt, stop)
+            n_running = int(running.sum())
+            if n_running == 0:
                 break
-            if bool(done.any()):
-                keep = (~done).nonzero().squeeze(1)
-                live, mask, nxt = live[keep], mask[keep], nxt[keep]
+            if len(live) - n_running >= COMPACT_AT * len(live):
+                keep = running.nonzero().squeeze(1)
+                live, mask, nxt, running = live[keep], mask[keep], nxt[keep], running[keep]
                 cache.batch_select_indices(keep)
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             ids = nxt[:, None]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -65,6 +66,8 @@ class Params:
     task: str = param("navigation", "whose verifier judges the answers: 'navigation' (organism checker), "
                       "'benchmarks' (math-verify / HumanEval) or 'completions' (as benchmarks, math "
                       "for unregistered ones)", choices=tasks.NAMES)
+    workers: int = param(2, "transformers backend on CPU: variants sampled at once, each in its own process with "
+                         "its share of the torch threads (1: one after another); the samples are the same", ge=1)
     imported_balance: str = param("subsample", "families with imported completions whose variants differ in "
                                   "problems or samples per problem: 'subsample' (the common problems, the first "
                                   "n samples by sample index; logged, samples/imported_checks.csv) or 'refuse'",
@@ -137,7 +140,10 @@ def import_completions(profile: dict, root: Path, family: str, variant: str, pro
 
 def _sample_variant(profile: dict, root: Path, params: Params, sp: SamplingParams, verifier, fam: str, v: str,
                     subset):
-    """``(samples table, models.json record)`` of a variant sampled from its model."""
+    """``(samples table, models.json record)`` of a variant sampled from its model; ``verifier``
+    None: the task's (``params.task``), built here (so a worker process can build its own)."""
+    if verifier is None:
+        verifier = tasks.make_verifier(params.task, Path(root) / "data")
     fspec = profile["families"][fam]
     vspec = fspec["variants"][v]
     path, rev = resolve(profile, root, fam, v)
@@ -160,6 +166,50 @@ def _sample_variant(profile: dict, root: Path, params: Params, sp: SamplingParam
     return table, rec
 
 
+def parallel_workers(params: Params, profile: dict, n_models: int) -> int:
+    """How many worker processes sample the ``n_models`` variants: ``params.workers`` (at most one
+    per variant and per CPU core) for the transformers backend on the CPU, else 1 (vLLM and GPUs
+    batch on their own).
+
+    >>> prof = {"device": "cpu"}
+    >>> parallel_workers(Params(workers=2), prof, 4), parallel_workers(Params(workers=8), prof, 3) <= 3
+    (2, True)
+    >>> parallel_workers(Params(workers=2, backend="vllm"), prof, 4), parallel_workers(Params(), {"device": "cuda"}, 4)
+    (1, 1)
+    """
+    if params.backend != "transformers" or str(profile.get("device", "cpu")) != "cpu":
+        return 1
+    return max(1, min(params.workers, n_models, os.cpu_count() or 1))
+
+
+def _init_worker(threads: int) -> None:
+    """A sampling worker: its share of the torch threads, and the parent's log format."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+
+def _sample_in_workers(profile: dict, root: Path, params: Params, sp: SamplingParams, models: list, subset,
+                       workers: int) -> dict:
+    """``{(family, variant): (table, record)}``: each variant of ``models`` sampled by
+    :func:`_sample_variant` in one of ``workers`` processes, the torch threads split between them.
+    A variant's samples do not depend on which process draws them or on how many threads it has
+    (its seeds come from the problems, and on CPU a row's logits do not depend on the thread
+    count; tests/test_sampling.py compares them with a run in one process)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)
+    log.info("sampling %d variants in %d worker processes, %d torch thread(s) each", len(models), workers, threads)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        jobs = {m: pool.submit(_sample_variant, profile, root, params, sp, None, *m, subset) for m in models}
+        return {m: job.result() for m, job in jobs.items()}
+
+
 def sample_profile(profile: dict, root: Path, params: Params, problems, *, shard: str | None = None) -> dict:
     """Sample every variant of every family of a profile on ``problems`` (the stage's loop).
 
@@ -173,6 +223,12 @@ def sample_profile(profile: dict, root: Path, params: Params, problems, *, shard
     sp = sampling_params(params, profile.get("seed", 0))
     verifier = tasks.make_verifier(params.task, Path(root) / "data")
     subset = select_shard(problems, shard)
+    models = [(fam, v) for fam, fspec in profile["families"].items() for v in VARIANTS
+              if v in fspec["variants"] and "completions" not in fspec["variants"][v]]
+    workers = parallel_workers(params, profile, len(models))
+    sampled = {}
+    if workers > 1:
+        sampled = _sample_in_workers(profile, root, params, sp, models, subset, workers)
     out, records = {}, []
     for fam, fspec in profile["families"].items():
         for v in VARIANTS:
@@ -182,6 +238,8 @@ def sample_profile(profile: dict, root: Path, params: Params, problems, *, shard
                 table, rec = import_completions(profile, root, fam, v, problems)
                 out[(fam, v)] = table[table.set_index(["benchmark", "problem"]).index.isin(
                     subset.set_index(["benchmark", "problem"]).index)].reset_index(drop=True)
+            elif (fam, v) in sampled:
+                out[(fam, v)], rec = sampled[(fam, v)]
             else:
                 out[(fam, v)], rec = _sample_variant(profile, root, params, sp, verifier, fam, v, subset)
             records.append(rec)
