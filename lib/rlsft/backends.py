@@ -222,13 +222,13 @@ def compact_sample(model, input_ids, attention_mask, *, temperature: float, top_
     live = torch.arange(rows, device=device)  # the output row of each batch row
     running = torch.ones(rows, dtype=torch.bool, device=device)  # per batch row: not stopped yet
     cache = DynamicCache(config=model.config)
-    ids, mask, full, steps = input_ids, attention_mask, None, 0
+    ids, mask, full, steps, n_running = input_ids, attention_mask, None, 0, rows
     with torch.no_grad():
         while steps < max_new_tokens:
             logits = model(input_ids=ids, past_key_values=cache, attention_mask=mask, use_cache=True,
                            return_dict=True).logits
             probs = torch.softmax(warpers(None, logits[:, -1].to(copy=True, dtype=torch.float32)), dim=-1)
-            if full is None and len(live) == rows and bool(running.all()):
+            if n_running == rows:  # no row has stopped yet
                 nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
             else:
                 if full is None:

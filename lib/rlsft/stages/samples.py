@@ -226,9 +226,7 @@ def sample_profile(profile: dict, root: Path, params: Params, problems, *, shard
     models = [(fam, v) for fam, fspec in profile["families"].items() for v in VARIANTS
               if v in fspec["variants"] and "completions" not in fspec["variants"][v]]
     workers = parallel_workers(params, profile, len(models))
-    sampled = {}
-    if workers > 1:
-        sampled = _sample_in_workers(profile, root, params, sp, models, subset, workers)
+    sampled = _sample_in_workers(profile, root, params, sp, models, subset, workers) if workers > 1 else {}
     out, records = {}, []
     for fam, fspec in profile["families"].items():
         for v in VARIANTS:

@@ -13,7 +13,8 @@ stage measures both, from one run that reuses what stage ``graphs`` computed:
 - **K axis** (:func:`k_axis`): every clustering group K-means'd again for each K of a fixed grid
   (:data:`K_GRID`, about two values per doubling) from 0.25 to 10 times the profile's K
   (``k_range``; each capped at the group's distinct steps), from the embedding cache stage
-  ``graphs`` filled (no step is encoded again); stage graphs' K (the profile's, or the one its saturation guard chose) is the main run, not recomputed.
+  ``graphs`` filled (no step is encoded again); stage graphs' K (the profile's, or the one its
+  saturation guard chose) is the main run, not recomputed.
 
 Each point gets the ratios of median beta with their node-count and shape parts and bootstrap
 intervals (:func:`rlsft.ratios.decay_ratios`), their geometric means over metrics
@@ -56,7 +57,6 @@ RATIO_KEEP = ["family", "metric", "comparison", "n_problems", "ratio", "ci_low",
               "node_ci_low", "node_ci_high", "shape_ratio", "shape_ci_low", "shape_ci_high", "paper_value",
               "expected_direction", "agrees"]
 """The columns of :func:`rlsft.ratios.decay_ratios` kept per sweep point (rows over all benchmarks)."""
-
 
 
 @dataclasses.dataclass(frozen=True)
